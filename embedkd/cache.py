@@ -1,0 +1,237 @@
+"""Teacher-vector cache: the teacher never embeds the same text twice.
+
+Vectors live on disk under ``<root>/<teacher-digest>/``, keyed by a hash of teacher id + prompt + text.
+Work is written in chunks as it is done; each chunk is two ``.npy`` files (keys, vectors) made valid
+by a small JSON commit record (count, shapes, sha256 of both) written last through an atomic rename.
+A process killed mid-way therefore keeps every finished chunk, and on load:
+
+* chunks without a commit record (killed before commit) are reported and ignored;
+* a chunk whose files do not match their record (truncated, edited) is a :class:`CacheError`;
+* a directory made for another teacher or dimension is a :class:`CacheError`.
+
+Example::
+
+    cache = TeacherCache.for_teacher(teacher)
+    vectors = cache.encode(teacher, texts, role="document", show_progress=True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from embedkd.errors import EmbedkdError
+from embedkd.hub import cache_root
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KEY_BYTES = 16
+
+
+class CacheError(EmbedkdError):
+    """The cache on disk is corrupt or belongs to another teacher."""
+
+
+def text_key(teacher_id: str, prompt: str, text: str) -> bytes:
+    """16-byte key of one (teacher, prompt, text)."""
+    return hashlib.sha256(f"{teacher_id}\0{prompt}\0{text}".encode()).digest()[:KEY_BYTES]
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class TeacherCache:
+    """Append-only, chunked store of one teacher's vectors.
+
+    Args:
+        directory: the cache directory of this teacher.
+        teacher_id: identity of the teacher (checked against the directory's ``meta.json``).
+        dim: vector dimension (checked likewise).
+        chunk_size: texts per committed chunk (the most work a kill can lose).
+    """
+
+    def __init__(self, directory: str | Path, teacher_id: str, dim: int, *, chunk_size: int = 512) -> None:
+        self.dir = Path(directory)
+        self.teacher_id, self.dim, self.chunk_size = teacher_id, int(dim), chunk_size
+        self._index: dict[bytes, tuple[int, int]] = {}
+        self._chunks: list[np.ndarray] = []
+        self._open()
+
+    @classmethod
+    def for_teacher(cls, teacher, root: str | Path | None = None, **kwargs) -> TeacherCache:
+        """The cache of ``teacher`` under ``root`` (default ``~/.cache/embedkd/teacher``)."""
+        root = Path(root) if root else cache_root() / "teacher"
+        digest = hashlib.sha256(teacher.id.encode()).hexdigest()[:16]
+        return cls(root / digest, teacher.id, teacher.dim, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _open(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create cache directory {self.dir}: {exc}") from exc
+        meta_path = self.dir / "meta.json"
+        meta = {"format": FORMAT_VERSION, "teacher_id": self.teacher_id, "dim": self.dim}
+        if meta_path.exists():
+            try:
+                found = json.loads(meta_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise CacheError(
+                    f"cache {self.dir} has an unreadable meta.json ({exc}); delete the directory"
+                ) from exc
+            if found != meta:
+                raise CacheError(
+                    f"cache {self.dir} belongs to {found.get('teacher_id')!r} (dim {found.get('dim')}), "
+                    f"not {self.teacher_id!r} (dim {self.dim}); use another --cache-dir"
+                )
+        else:
+            _atomic_write(meta_path, json.dumps(meta))
+        for record in sorted(self.dir.glob("chunk-*.json")):
+            self._load_chunk(record)
+        committed = {r.stem for r in self.dir.glob("chunk-*.json")}
+        orphans = {p.name.split(".")[0] for p in self.dir.glob("chunk-*.npy")} - committed
+        if orphans:
+            logger.warning(
+                "cache %s: ignoring %d uncommitted chunk(s) from an interrupted run", self.dir, len(orphans)
+            )
+        if self._index:
+            logger.info("teacher cache %s: %d vectors", self.dir, len(self._index))
+
+    def _load_chunk(self, record_path: Path) -> None:
+        name = record_path.stem
+        try:
+            record = json.loads(record_path.read_text())
+            keys_path, vecs_path = self.dir / f"{name}.keys.npy", self.dir / f"{name}.vecs.npy"
+            for path, field in ((keys_path, "keys_sha256"), (vecs_path, "vecs_sha256")):
+                if _sha256_file(path) != record[field]:
+                    raise CacheError(
+                        f"cache chunk {path} does not match its checksum (truncated or modified); "
+                        f"delete {self.dir / name}.* to recompute just that chunk"
+                    )
+            keys = np.load(keys_path)
+            vecs = np.load(vecs_path, mmap_mode="r")
+        except CacheError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise CacheError(
+                f"cache chunk {record_path} is unreadable ({exc}); delete {self.dir / name}.*"
+            ) from exc
+        if vecs.shape != (record["count"], self.dim) or keys.shape != (record["count"], KEY_BYTES):
+            raise CacheError(
+                f"cache chunk {record_path} has shape {vecs.shape}, expected ({record['count']}, {self.dim})"
+            )
+        chunk_no = len(self._chunks)
+        self._chunks.append(vecs)
+        for row, key in enumerate(keys):
+            self._index[key.tobytes()] = (chunk_no, row)
+
+    def get(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Vectors for ``keys`` (all must be present)."""
+        out = np.empty((len(keys), self.dim), dtype=np.float32)
+        for i, key in enumerate(keys):
+            chunk, row = self._index[key]
+            out[i] = self._chunks[chunk][row]
+        return out
+
+    def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Commit one chunk of vectors (atomic: either all of it is kept, or none)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(keys), self.dim):
+            raise CacheError(f"teacher returned shape {vectors.shape}, expected ({len(keys)}, {self.dim})")
+        if not np.isfinite(vectors).all():
+            raise EmbedkdError("teacher returned non-finite values (NaN/inf); refusing to cache them")
+        name = f"chunk-{time.time_ns():020d}-{os.getpid()}"
+        keys_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        keys_path, vecs_path = self.dir / f"{name}.keys.npy", self.dir / f"{name}.vecs.npy"
+        np.save(keys_path, keys_arr)
+        np.save(vecs_path, vectors)
+        for path in (keys_path, vecs_path):
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+        record = {
+            "count": len(keys),
+            "keys_sha256": _sha256_file(keys_path),
+            "vecs_sha256": _sha256_file(vecs_path),
+        }
+        _atomic_write(self.dir / f"{name}.json", json.dumps(record))
+        chunk_no = len(self._chunks)
+        self._chunks.append(vectors)
+        for row, key in enumerate(keys):
+            self._index[key] = (chunk_no, row)
+
+    def encode(
+        self,
+        teacher,
+        texts: Sequence[str],
+        role: str = "document",
+        *,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Vectors of ``texts`` from the cache, asking ``teacher`` only for those it lacks."""
+        from tqdm.auto import tqdm
+
+        if teacher.id != self.teacher_id:
+            raise CacheError(f"cache {self.dir} is for {self.teacher_id!r}, not {teacher.id!r}")
+        prompt = teacher.prompt(role)
+        keys = [text_key(self.teacher_id, prompt, t) for t in texts]
+        todo: dict[bytes, str] = {}
+        for key, text in zip(keys, texts):
+            if key not in self._index and key not in todo:
+                todo[key] = text
+        if todo:
+            logger.info(
+                "teacher %s: embedding %d new texts (%d cached)",
+                self.teacher_id,
+                len(todo),
+                len(texts) - len(todo),
+            )
+            pending = list(todo.items())
+            with tqdm(
+                total=len(pending), desc=f"teacher {role}s", unit="text", disable=not show_progress
+            ) as bar:
+                for start in range(0, len(pending), self.chunk_size):
+                    part = pending[start : start + self.chunk_size]
+                    vecs = teacher.encode([t for _, t in part], role, batch_size=batch_size)
+                    self.add([k for k, _ in part], vecs)
+                    bar.update(len(part))
+        return self.get(keys)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def cached_encode(
+    teacher,
+    texts: Sequence[str],
+    role: str = "document",
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Embed ``texts`` with ``teacher`` through its on-disk cache (one call does it all)."""
+    return TeacherCache.for_teacher(teacher, cache_dir).encode(
+        teacher, texts, role, batch_size=batch_size, show_progress=show_progress
+    )

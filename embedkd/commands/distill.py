@@ -1,0 +1,63 @@
+"""``embedkd distill``: train a student that reproduces a teacher (one of the methods)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "distil a teacher into a small student (--method leaf|dse|dclip|ontology)"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every method shares: models, data, output and the trainer's knobs."""
+    g = parser.add_argument_group("models, data and output")
+    g.add_argument(
+        "--teacher",
+        required=True,
+        help="teacher model: local dir, HF id, offline package id, or method-specific spec",
+    )
+    g.add_argument("--student", required=True, help="student model: local dir, HF id or offline package id")
+    g.add_argument("--data", nargs="+", required=True, help="training data file(s) or folder(s)")
+    g.add_argument("--output", required=True, help="output directory for the trained student")
+    g.add_argument("--max-samples", type=int, default=None, help="use at most this many training examples")
+    g.add_argument(
+        "--cache-dir", default=None, help="teacher cache directory (default: ~/.cache/embedkd/teacher)"
+    )
+    t = parser.add_argument_group("training")
+    t.add_argument("--epochs", type=float, default=1.0, help="training epochs (default 1)")
+    t.add_argument(
+        "--max-steps", type=int, default=-1, help="stop after this many optimizer steps (overrides --epochs)"
+    )
+    t.add_argument("--batch-size", type=int, default=32, help="per-device batch size (default 32)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (method default if unset)")
+    t.add_argument("--max-seq-length", type=int, default=None, help="student max sequence length in tokens")
+    t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    t.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from embedkd.methods import METHODS, get_method
+
+    parser.add_argument(
+        "--method", default="leaf", choices=list(METHODS), help="distillation method (default leaf)"
+    )
+    add_common_arguments(parser)
+    method = _method_in_argv(getattr(parser, "embedkd_argv", sys.argv[1:])) or "leaf"
+    get_method(method).add_arguments(parser.add_argument_group(f"{method} options"))
+
+
+def _method_in_argv(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--method="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedkd.methods import get_method
+
+    output = get_method(args.method).run_from_args(args)
+    print(output)
+    return 0

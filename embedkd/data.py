@@ -1,0 +1,208 @@
+"""Text readers: txt / jsonl / tsv / csv (optionally ``.gz``), BEIR folders, ``datasets`` folders.
+
+Everything becomes a list of unique, non-empty texts; what was dropped is counted and logged, and an
+empty result is an error that names the source.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedkd.errors import EmbedkdError
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_CORPORA = ("stdlib-docs",)
+
+
+@dataclass(frozen=True)
+class TextStats:
+    """What reading did: rows seen, empty rows dropped, duplicates removed, texts kept."""
+
+    rows: int
+    empty: int
+    duplicates: int
+    kept: int
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return path.open("r", encoding="utf-8", errors="replace")
+
+
+def _kind(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    return suffixes[-1].lstrip(".") if suffixes else "txt"
+
+
+def iter_rows(path: str | Path, column: str | None = None) -> Iterator[str]:
+    """Yield raw texts of one source (file, BEIR folder, ``datasets`` folder or builtin corpus)."""
+    if str(path) in BUILTIN_CORPORA:
+        yield from stdlib_docs_texts()
+        return
+    path = Path(path)
+    if not path.exists():
+        raise EmbedkdError(f"data path {path} does not exist")
+    if path.is_dir():
+        yield from _iter_folder(path, column)
+        return
+    kind = _kind(path)
+    if path.stat().st_size == 0:
+        raise EmbedkdError(f"data file {path} is empty")
+    with _open_text(path) as f:
+        if kind in ("txt", "text", "md"):
+            yield from (line.rstrip("\n") for line in f)
+        elif kind in ("jsonl", "json"):
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    yield _field(json.loads(line), column or "text", path, n)
+        elif kind in ("tsv", "csv"):
+            reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",", quoting=csv.QUOTE_MINIMAL)
+            if reader.fieldnames is None:
+                raise EmbedkdError(f"data file {path} has no header row")
+            col = column or ("text" if "text" in reader.fieldnames else None)
+            if col not in reader.fieldnames:
+                raise EmbedkdError(
+                    f"{path} has no column {col!r}; columns are {reader.fieldnames} (use --text-column)"
+                )
+            csv.field_size_limit(1 << 28)
+            yield from (row[col] or "" for row in reader)
+        else:
+            raise EmbedkdError(
+                f"unsupported data file type {path.name!r}; use txt, jsonl, tsv or csv (optionally .gz)"
+            )
+
+
+def _field(row: dict, column: str, path: Path, line_no: int) -> str:
+    if column not in row:
+        raise EmbedkdError(
+            f"{path}:{line_no} has no field {column!r}; fields are {sorted(row)} (use --text-column)"
+        )
+    return str(row[column] or "")
+
+
+def _iter_folder(path: Path, column: str | None) -> Iterator[str]:
+    corpus = next((path / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (path / n).exists()), None)
+    queries = next((path / n for n in ("queries.jsonl", "queries.jsonl.gz") if (path / n).exists()), None)
+    if corpus or queries:
+        for part in (corpus, queries):
+            if part is None:
+                continue
+            with _open_text(part) as f:
+                for line in f:
+                    if line.strip():
+                        row = json.loads(line)
+                        yield ((row.get("title") or "") + " " + (row.get("text") or "")).strip()
+        return
+    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        yield from _iter_hf(path, column)
+        return
+    raise EmbedkdError(
+        f"folder {path} is neither a BEIR folder (corpus.jsonl/queries.jsonl) nor a datasets folder"
+    )
+
+
+def _iter_hf(path: Path, column: str | None) -> Iterator[str]:
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(path))
+    splits = list(ds.values()) if isinstance(ds, DatasetDict) else [ds]
+    for split in splits:
+        col = column or "text"
+        if col not in split.column_names:
+            raise EmbedkdError(f"dataset {path} has no column {col!r}; columns are {split.column_names}")
+        yield from (str(t or "") for t in split[col])
+
+
+def clean_texts(rows: Iterable[str]) -> tuple[list[str], TextStats]:
+    """Strip, drop empty lines and remove exact duplicates (first occurrence kept)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    n = empty = dup = 0
+    for raw in rows:
+        n += 1
+        text = " ".join(raw.split())
+        if not text:
+            empty += 1
+        elif text in seen:
+            dup += 1
+        else:
+            seen.add(text)
+            out.append(text)
+    return out, TextStats(rows=n, empty=empty, duplicates=dup, kept=len(out))
+
+
+def load_texts(
+    paths: str | Path | Sequence[str | Path], column: str | None = None, max_samples: int | None = None
+) -> list[str]:
+    """Read, clean and de-duplicate texts from one or more sources.
+
+    Args:
+        paths: file(s), BEIR/``datasets`` folder(s), or ``"stdlib-docs"`` (texts shipped with Python).
+        column: text column/field for tsv, csv, jsonl and ``datasets`` sources (default ``text``).
+        max_samples: keep at most this many texts (the first ones, after de-duplication).
+
+    Raises:
+        EmbedkdError: a source is missing, unreadable or yields no text.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise EmbedkdError("no data given")
+    texts, stats = clean_texts(t for p in paths for t in iter_rows(p, column))
+    logger.info(
+        "data: %d rows, %d empty dropped, %d duplicates removed, %d texts",
+        stats.rows,
+        stats.empty,
+        stats.duplicates,
+        stats.kept,
+    )
+    if not texts:
+        raise EmbedkdError(f"no non-empty text in {', '.join(map(str, paths))}")
+    return texts[:max_samples] if max_samples else texts
+
+
+def stdlib_docs_texts() -> Iterator[str]:
+    """Sentences from the Python standard library's own documentation (module and function docstrings).
+
+    Always available offline, so the default distillation needs nothing but the install.
+    """
+    import pydoc
+    import re
+    import sys
+    import warnings
+
+    side_effects = {
+        "this",
+        "antigravity",
+        "idlelib",
+        "turtledemo",
+        "tkinter",
+        "turtle",
+        "lib2to3",
+        "ensurepip",
+    }
+    names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_") and n not in side_effects)
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                module = __import__(name)
+            except Exception:  # noqa: BLE001 - platform modules that do not import here
+                continue
+        docs = [pydoc.getdoc(module)]
+        for attr in dir(module):
+            if not attr.startswith("_"):
+                docs.append(pydoc.getdoc(getattr(module, attr, None)) or "")
+        for doc in docs:
+            for para in re.split(r"\n\s*\n", doc):
+                para = " ".join(para.split())
+                if 20 <= len(para) <= 600 and not para.startswith((">>>", "...")):
+                    yield para
