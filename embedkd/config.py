@@ -1,0 +1,140 @@
+"""Frozen configuration dataclasses and their validation (the one place that checks values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedkd.errors import ConfigError
+
+DEFAULT_TEACHER = "sentence-transformers/all-mpnet-base-v2"
+DEFAULT_STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_DATA = ("stdlib-docs",)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Trainer knobs shared by every method.
+
+    Attributes:
+        epochs: passes over the training texts (ignored when ``max_steps`` > 0).
+        max_steps: stop after this many optimizer steps (-1: use ``epochs``).
+        batch_size: per-device batch size.
+        lr: peak learning rate (linear warm-up over ``warmup_ratio`` then linear decay).
+        max_seq_length: student max sequence length in tokens (None: the model's own).
+        seed: seed for shuffling, splitting and initialisation.
+        resume: continue from the last checkpoint in the output directory.
+        eval_steps: evaluate held-out fidelity every this many steps (0: only at the end).
+        save_steps: checkpoint every this many steps.
+    """
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    max_seq_length: int | None = None
+    seed: int = 42
+    resume: bool = False
+    eval_steps: int = 0
+    save_steps: int = 500
+
+    def validate(self) -> None:
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError(f"--epochs must be > 0 (got {self.epochs}) unless --max-steps is set")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"--lr must be in (0, 1), got {self.lr}")
+        if self.max_seq_length is not None and self.max_seq_length < 4:
+            raise ConfigError(f"--max-seq-length must be >= 4, got {self.max_seq_length}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass(frozen=True)
+class LeafConfig:
+    """Settings of one LEAF distillation run.
+
+    Attributes:
+        teacher: teacher spec (model string, ``http(s)://...#model`` endpoint or ``.npy`` vectors).
+        student: student model string.
+        data: training text sources (see :func:`embedkd.data.load_texts`).
+        output: output directory (the student, its model card and checkpoints).
+        text_column: text column of tsv/csv/jsonl/``datasets`` sources.
+        max_samples: train on at most this many texts (after shuffling with ``seed``).
+        heldout: texts kept aside for fidelity evaluation (never trained on).
+        student_layers: keep exactly these transformer layers (0-based) of the student.
+        student_num_layers: keep this many evenly spaced layers (alternative to ``student_layers``).
+        projection: add a linear projection to the teacher dimension when dims differ.
+        matryoshka_dims: also train these truncated dims (Matryoshka loss).
+        teacher_max_seq_length: teacher truncation (None: the teacher's own).
+        teacher_batch_size: batch size for teacher encoding.
+        teacher_role: role the training texts are embedded as by the teacher (document|query).
+        cache_dir: teacher cache root (None: ``~/.cache/embedkd/teacher``).
+        save_asym: also save an asymmetric model (queries → student, documents → teacher).
+        training: trainer knobs.
+    """
+
+    teacher: str = DEFAULT_TEACHER
+    student: str = DEFAULT_STUDENT
+    data: tuple[str, ...] = DEFAULT_DATA
+    output: str = "runs/leaf-default"
+    text_column: str | None = None
+    max_samples: int | None = None
+    heldout: int = 1000
+    student_layers: tuple[int, ...] | None = None
+    student_num_layers: int | None = None
+    projection: bool = True
+    matryoshka_dims: tuple[int, ...] = ()
+    teacher_max_seq_length: int | None = None
+    teacher_batch_size: int = 32
+    teacher_role: str = "document"
+    cache_dir: str | None = None
+    save_asym: bool = False
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad value."""
+        self.training.validate()
+        if not self.data:
+            raise ConfigError("--data is empty; give at least one file or folder")
+        if self.max_samples is not None and self.max_samples < 2:
+            raise ConfigError(f"--max-samples must be >= 2, got {self.max_samples}")
+        if self.heldout < 1:
+            raise ConfigError(f"--heldout must be >= 1, got {self.heldout}")
+        if self.student_layers is not None and self.student_num_layers is not None:
+            raise ConfigError("give either --student-layers or --student-num-layers, not both")
+        if self.student_layers is not None and (not self.student_layers or min(self.student_layers) < 0):
+            raise ConfigError(
+                f"--student-layers must be non-negative layer indices, got {self.student_layers}"
+            )
+        if self.student_num_layers is not None and self.student_num_layers < 1:
+            raise ConfigError(f"--student-num-layers must be >= 1, got {self.student_num_layers}")
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ConfigError(f"--matryoshka-dims must be positive, got {self.matryoshka_dims}")
+        if self.teacher_role not in ("query", "document"):
+            raise ConfigError(f"--teacher-role must be query or document, got {self.teacher_role!r}")
+        if self.teacher_batch_size < 1:
+            raise ConfigError(f"--teacher-batch-size must be >= 1, got {self.teacher_batch_size}")
+        _check_writable(Path(self.output))
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".embedkd-write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output directory {path} is not writable ({exc.strerror or exc})") from exc
+
+
+def parse_int_list(value: str | None) -> tuple[int, ...] | None:
+    """``"0,2,4"`` → ``(0, 2, 4)``; raises :class:`ConfigError` naming the value otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got {value!r}") from None

@@ -1,0 +1,198 @@
+"""LEAF training: teacher vectors from the cache, student built and projected, SentenceTransformerTrainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from embedkd.config import LeafConfig
+from embedkd.errors import EmbedkdError
+
+logger = logging.getLogger(__name__)
+
+LSTSQ_INIT_TEXTS = 4000
+
+
+def _training_args(config: LeafConfig, n_train: int):
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    t = config.training
+    steps_per_epoch = max(1, n_train // t.batch_size)
+    eval_steps = t.eval_steps or steps_per_epoch
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(Path(config.output) / "checkpoints"),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        learning_rate=t.lr,
+        warmup_ratio=t.warmup_ratio,
+        lr_scheduler_type="linear",
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, eval_steps)),
+        report_to="none",
+        ddp_backend="gloo" if _distributed() and not _cuda() else None,
+        use_cpu=not _cuda(),
+        dataloader_drop_last=False,
+        disable_tqdm=not logger.isEnabledFor(logging.INFO),
+    )
+
+
+def _distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _resume_checkpoint(config: LeafConfig) -> str | None:
+    if not config.training.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(config.output) / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last is None:
+        raise EmbedkdError(
+            f"--resume given but {ckpt_dir} holds no checkpoint; run without --resume to start"
+        )
+    logger.info("resuming from %s", last)
+    return last
+
+
+def train_leaf(config: LeafConfig) -> Path:
+    """Run a validated LEAF config end to end."""
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MSELoss
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+
+    from embedkd.cache import TeacherCache
+    from embedkd.data import load_texts
+    from embedkd.fidelity import FidelityEvaluator, fidelity, write_fidelity
+    from embedkd.methods.leaf import split_texts
+    from embedkd.modelcard import write_model_card
+    from embedkd.students import build_student, init_projection_lstsq
+    from embedkd.teachers import load_teacher
+
+    started = time.time()
+    resume_from = _resume_checkpoint(config)
+    texts = load_texts(config.data, config.text_column)
+    train_texts, heldout_texts = split_texts(texts, config.max_samples, config.heldout, config.training.seed)
+    logger.info("LEAF: %d training texts, %d held-out texts", len(train_texts), len(heldout_texts))
+
+    teacher = load_teacher(config.teacher, max_seq_length=config.teacher_max_seq_length)
+    args = _training_args(config, len(train_texts))
+    # Rank 0 fills the cache first; the other ranks then only read it.
+    with args.main_process_first(local=False, desc="teacher vectors"):
+        cache = TeacherCache.for_teacher(teacher, config.cache_dir)
+        show = logger.isEnabledFor(logging.INFO)
+        train_vecs = cache.encode(
+            teacher,
+            train_texts,
+            config.teacher_role,
+            batch_size=config.teacher_batch_size,
+            show_progress=show,
+        )
+        heldout_vecs = cache.encode(
+            teacher,
+            heldout_texts,
+            config.teacher_role,
+            batch_size=config.teacher_batch_size,
+            show_progress=show,
+        )
+
+    student = build_student(
+        config.student,
+        teacher.dim,
+        layers=config.student_layers,
+        num_layers=config.student_num_layers,
+        projection=config.projection,
+        max_seq_length=config.training.max_seq_length,
+    )
+    bad_dims = [d for d in config.matryoshka_dims if d > teacher.dim]
+    if bad_dims:
+        raise EmbedkdError(f"--matryoshka-dims {bad_dims} exceed the teacher dimension {teacher.dim}")
+    projected = type(student[-1]).__name__ == "Dense"
+    linear_fit = None
+    if projected and resume_from is None:
+        n = min(LSTSQ_INIT_TEXTS, len(train_texts))
+        linear_fit = init_projection_lstsq(student, train_texts[:n], train_vecs[:n])
+        logger.info("projection initialised by least squares on %d texts (train cosine %.4f)", n, linear_fit)
+
+    evaluator = FidelityEvaluator(heldout_texts, heldout_vecs, batch_size=config.training.batch_size)
+    before = evaluator(student)
+    dataset = Dataset.from_dict({"text": train_texts, "label": [v for v in train_vecs]})
+    loss = MSELoss(student)
+    if config.matryoshka_dims:
+        loss = MatryoshkaLoss(student, loss, matryoshka_dims=[teacher.dim, *config.matryoshka_dims])
+    trainer = SentenceTransformerTrainer(
+        model=student, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator
+    )
+    train_out = trainer.train(resume_from_checkpoint=resume_from)
+
+    if not trainer.is_world_process_zero():
+        return Path(config.output)
+    out = Path(config.output)
+    student.save(str(out))
+    final = fidelity(
+        student.encode(heldout_texts, batch_size=config.training.batch_size, convert_to_numpy=True),
+        heldout_vecs,
+    )
+    report = {
+        "method": "leaf",
+        "teacher": teacher.id,
+        "student": config.student,
+        "data": list(config.data),
+        "train_texts": len(train_texts),
+        "heldout_texts": len(heldout_texts),
+        "steps": int(train_out.global_step),
+        "epochs": config.training.epochs,
+        "batch_size": config.training.batch_size,
+        "lr": config.training.lr,
+        "teacher_dim": teacher.dim,
+        "student_layers": config.student_layers,
+        "student_num_layers": config.student_num_layers,
+        "matryoshka_dims": list(config.matryoshka_dims),
+        "linear_fit_train_cosine": linear_fit,
+        "heldout_cosine_before": before["heldout_cosine"],
+        "heldout_cosine": final["cosine"],
+        "heldout_mse": final["mse"],
+        "heldout_cosine_p05": final["cosine_p05"],
+        "wall_time_s": round(time.time() - started, 1),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+    write_fidelity(out / "embedkd_fidelity.json", report)
+    write_model_card(out, report)
+    if config.save_asym:
+        from embedkd.asym import save_asym_model
+
+        report["asym_path"] = str(save_asym_model(student, teacher, out / "asym"))
+    logger.info(
+        "LEAF done: held-out cosine %.4f (before training %.4f), MSE %.6f -> %s",
+        final["cosine"],
+        before["heldout_cosine"],
+        final["mse"],
+        out,
+    )
+    print(
+        json.dumps(
+            {
+                "output": str(out),
+                "heldout_cosine": round(final["cosine"], 4),
+                "heldout_mse": round(final["mse"], 6),
+            }
+        )
+    )
+    return out
