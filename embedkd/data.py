@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedkd.errors import EmbedkdError
+from embedkd.errors import ConfigError, EmbedkdError
 
 logger = logging.getLogger(__name__)
 
@@ -57,31 +57,50 @@ def iter_rows(path: str | Path, column: str | None = None) -> Iterator[str]:
     kind = _kind(path)
     if path.stat().st_size == 0:
         raise EmbedkdError(f"data file {path} is empty")
-    with _open_text(path) as f:
-        if kind in ("txt", "text", "md"):
-            yield from (line.rstrip("\n") for line in f)
-        elif kind in ("jsonl", "json"):
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    yield _field(json.loads(line), column or "text", path, n)
-        elif kind in ("tsv", "csv"):
-            reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",", quoting=csv.QUOTE_MINIMAL)
-            if reader.fieldnames is None:
-                raise EmbedkdError(f"data file {path} has no header row")
-            col = column or ("text" if "text" in reader.fieldnames else None)
-            if col not in reader.fieldnames:
-                raise EmbedkdError(
-                    f"{path} has no column {col!r}; columns are {reader.fieldnames} (use --text-column)"
-                )
-            csv.field_size_limit(1 << 28)
-            yield from (row[col] or "" for row in reader)
-        else:
-            raise EmbedkdError(
-                f"unsupported data file type {path.name!r}; use txt, jsonl, tsv or csv (optionally .gz)"
-            )
+    if kind not in ("txt", "text", "md", "jsonl", "json", "tsv", "csv"):
+        raise EmbedkdError(
+            f"unsupported data file type {path.name!r}; use txt, jsonl, tsv or csv (optionally .gz)"
+        )
+    try:
+        with _open_text(path) as f:
+            if kind in ("txt", "text", "md"):
+                yield from (line.rstrip("\r\n") for line in f)
+            elif kind in ("jsonl", "json"):
+                yield from _iter_jsonl(f, column or "text", path)
+            else:
+                yield from _iter_table(f, kind, column or "text", path)
+    except (OSError, EOFError) as exc:  # corrupt or truncated .gz, unreadable file
+        raise EmbedkdError(f"cannot read data file {path}: {exc}") from exc
+
+
+def _iter_jsonl(f: Iterable[str], column: str, path: Path) -> Iterator[str]:
+    for n, line in enumerate(f, 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise EmbedkdError(f"{path}:{n} is not valid JSON ({exc})") from exc
+            yield _field(row, column, path, n)
+
+
+def _iter_table(f: Iterable[str], kind: str, column: str, path: Path) -> Iterator[str]:
+    csv.field_size_limit(1 << 28)
+    # TSV has no quoting convention: with csv's default quoting a stray '"' would swallow the
+    # following lines into one field (it merged 33 rows of distill-text's merged TSV).
+    quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",", quoting=quoting)
+    if reader.fieldnames is None:
+        raise EmbedkdError(f"data file {path} has no header row")
+    if column not in reader.fieldnames:
+        raise EmbedkdError(
+            f"{path} has no column {column!r}; columns are {reader.fieldnames} (use --text-column)"
+        )
+    yield from (row[column] or "" for row in reader)
 
 
 def _field(row: dict, column: str, path: Path, line_no: int) -> str:
+    if not isinstance(row, dict):
+        raise EmbedkdError(f"{path}:{line_no} is not a JSON object")
     if column not in row:
         raise EmbedkdError(
             f"{path}:{line_no} has no field {column!r}; fields are {sorted(row)} (use --text-column)"
@@ -152,10 +171,13 @@ def load_texts(
 
     Raises:
         EmbedkdError: a source is missing, unreadable or yields no text.
+        ConfigError: ``max_samples`` is not positive.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise EmbedkdError("no data given")
+    if max_samples is not None and max_samples < 1:
+        raise ConfigError(f"max_samples must be a positive number of texts, got {max_samples}")
     texts, stats = clean_texts(t for p in paths for t in iter_rows(p, column))
     logger.info(
         "data: %d rows, %d empty dropped, %d duplicates removed, %d texts",
@@ -172,8 +194,47 @@ def load_texts(
 def stdlib_docs_texts() -> Iterator[str]:
     """Sentences from the Python standard library's own documentation (module and function docstrings).
 
-    Always available offline, so the default distillation needs nothing but the install.
+    Always available offline, so the default distillation needs nothing but the install. The
+    docstrings are collected in a fresh interpreter: in this one, libraries imported earlier (torch
+    patches a few stdlib functions) and submodules loaded as a side effect would change the corpus.
+
+    Raises:
+        EmbedkdError: the collecting interpreter failed.
     """
+    import os
+    import subprocess
+    import sys
+
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", "from embedkd.data import _print_stdlib_docs; _print_stdlib_docs()"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EmbedkdError(f"could not collect the stdlib-docs corpus: {last}")
+    yield from json.loads(proc.stdout)
+
+
+def _print_stdlib_docs() -> None:
+    """Print the stdlib-docs paragraphs as one JSON list (run by :func:`stdlib_docs_texts`)."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):  # a module that prints on import must not corrupt the JSON
+        paragraphs = list(_stdlib_paragraphs())
+    print(json.dumps(paragraphs))
+
+
+def _stdlib_paragraphs() -> Iterator[str]:
     import pydoc
     import re
     import sys
