@@ -1,0 +1,193 @@
+"""Build an index directory from a corpus: the teacher embeds every document (through its cache).
+
+The directory is built under a temporary name next to the target and renamed into place at the end,
+so an interrupted build never leaves a half-made index where the service would look for one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from embedkd.errors import EmbedkdError
+from serve.index import IndexMeta, IndexSpec, IndexType, VectorIndex, hnsw_params, ivfpq_params
+from serve.snapshot import write_meta, write_snapshot
+from serve.store import DocStore, Document
+
+logger = logging.getLogger(__name__)
+
+STORE_FILE = "docs.sqlite"
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def _iter_jsonl(path: Path) -> Iterator[Document]:
+    with _open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                doc_id = row.get("_id", row.get("id"))
+                text = row["text"]
+            except (ValueError, KeyError, AttributeError) as exc:
+                raise EmbedkdError(f"{path}:{n} is not a JSON object with an id and a text ({exc})") from exc
+            if doc_id is None:
+                raise EmbedkdError(f"{path}:{n} has no '_id' or 'id' field")
+            metadata = row.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise EmbedkdError(f"{path}:{n}: 'metadata' must be an object, got {type(metadata).__name__}")
+            yield Document(str(doc_id), str(text or ""), row.get("title") or None, metadata)
+
+
+def read_corpus(path: str | Path, max_docs: int | None = None) -> list[Document]:
+    """Documents with ids from a BEIR folder (``corpus.jsonl[.gz]``), a ``.jsonl[.gz]`` file
+    (``_id``/``id``, ``text``, optional ``title`` and ``metadata``) or a ``.txt`` file (one document
+    per line, id = line number).
+
+    Raises:
+        EmbedkdError: missing/unsupported source, duplicate ids, or no non-empty document.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EmbedkdError(f"corpus {path} does not exist")
+    if path.is_dir():
+        found = [path / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (path / n).exists()]
+        if not found:
+            raise EmbedkdError(
+                f"folder {path} has no corpus.jsonl or corpus.jsonl.gz (a BEIR folder is expected)"
+            )
+        rows: Iterator[Document] = _iter_jsonl(found[0])
+    elif path.name.endswith((".jsonl", ".jsonl.gz")):
+        rows = _iter_jsonl(path)
+    elif path.suffix == ".txt":
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        rows = (Document(str(i), line) for i, line in enumerate(lines, 1))
+    else:
+        raise EmbedkdError(f"unsupported corpus {path.name!r}; use a BEIR folder, .jsonl[.gz] or .txt")
+    docs, seen, empty = [], set(), 0
+    for doc in rows:
+        if not doc.embed_text.strip():
+            empty += 1
+            continue
+        if doc.id in seen:
+            raise EmbedkdError(f"corpus {path} has the document id {doc.id!r} twice")
+        seen.add(doc.id)
+        docs.append(doc)
+        if max_docs and len(docs) >= max_docs:
+            break
+    if empty:
+        logger.warning("corpus %s: skipped %d empty documents", path, empty)
+    if not docs:
+        raise EmbedkdError(f"corpus {path} has no non-empty document")
+    return docs
+
+
+def build_index(
+    corpus: str | Path,
+    teacher,
+    index_dir: str | Path,
+    spec: IndexSpec = IndexSpec(),
+    *,
+    teacher_name: str | None = None,
+    normalize: bool = True,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    max_docs: int | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> IndexMeta:
+    """Embed ``corpus`` with ``teacher`` (cached) into a new index directory ``index_dir``.
+
+    Args:
+        corpus: see :func:`read_corpus`.
+        teacher: an :class:`embedkd.teachers.Teacher`.
+        index_dir: target directory (must not exist unless ``overwrite``).
+        spec: index type and parameters (unset ones are chosen from the corpus size).
+        teacher_name: the model string to record (default: the teacher's ``name`` or ``id``).
+        normalize: L2-normalise vectors so that scores are cosine similarities.
+        cache_dir: teacher cache root (default ``~/.cache/embedkd/teacher``).
+
+    Returns:
+        The recorded :class:`IndexMeta`.
+    """
+    from embedkd.cache import TeacherCache
+
+    target = Path(index_dir)
+    if target.exists() and not overwrite:
+        raise EmbedkdError(f"index directory {target} already exists (pass --overwrite to replace it)")
+    docs = read_corpus(corpus, max_docs)
+    logger.info("indexing %d documents from %s with teacher %s", len(docs), corpus, teacher.id)
+    cache = TeacherCache.for_teacher(teacher, cache_dir)
+    vectors = cache.encode(
+        teacher, [d.embed_text for d in docs], "document", batch_size=batch_size, show_progress=show_progress
+    )
+    meta = _meta_for(teacher, teacher_name, len(docs), spec, normalize)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        store = DocStore(tmp / STORE_FILE)
+        records = store.upsert(docs, vectors, log=False)
+        store.close()
+        index = VectorIndex.create(meta)
+        if not index.is_trained:
+            index.train(_sample(vectors, meta.params["train_size"], spec.seed))
+        index.add([r.vid for r in records], vectors)
+        write_meta(tmp, meta)
+        write_snapshot(tmp, index, applied_seq=0)
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("index %s: %d vectors (%s)", target, len(docs), meta.index_type)
+    return meta
+
+
+def _meta_for(teacher, teacher_name: str | None, n: int, spec: IndexSpec, normalize: bool) -> IndexMeta:
+    kind = IndexType(spec.index_type)
+    params = {IndexType.FLAT: {}, IndexType.HNSW: hnsw_params(n, spec)}.get(kind)
+    if params is None:
+        params = ivfpq_params(n, teacher.dim, spec)
+    model = getattr(teacher, "model", None)
+    return IndexMeta(
+        teacher_id=teacher.id,
+        teacher_name=teacher_name or getattr(teacher, "name", teacher.id),
+        dim=int(teacher.dim),
+        normalize=normalize,
+        teacher_normalize=bool(getattr(teacher, "normalize", False)),
+        query_prompt=teacher.prompt("query"),
+        document_prompt=teacher.prompt("document"),
+        teacher_max_seq_length=getattr(model, "max_seq_length", None),
+        index_type=kind.value,
+        shards=spec.shards,
+        params=params,
+    )
+
+
+def _sample(vectors: np.ndarray, size: int, seed: int) -> np.ndarray:
+    if size >= len(vectors):
+        return vectors
+    rows = sorted(random.Random(seed).sample(range(len(vectors)), size))
+    return vectors[rows]
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.rename(target, old)
+    os.rename(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""The models behind the service: the query encoder (student) and the document teacher.
+
+Both are checked against the index's :class:`~serve.index.IndexMeta` when the service starts: a
+student whose output dimension differs from the teacher that built the index, or a teacher that is
+not the one that built it, is refused with a clear error instead of returning nonsense scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from embedkd.errors import ConfigError
+from serve.index import IndexMeta
+
+logger = logging.getLogger(__name__)
+
+
+class QueryEncoder:
+    """A SentenceTransformer used for queries (its ``query`` prompt applied when it has one).
+
+    Args:
+        model: the loaded SentenceTransformer.
+        name: what to report as the model (path or id).
+    """
+
+    def __init__(self, model, name: str) -> None:
+        self.model, self.name = model, name
+        self.dim = int(model.get_embedding_dimension())
+        self.max_seq_length = int(model.max_seq_length or 512)
+        self.tokenizer = model.tokenizer
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text before truncation (special tokens included)."""
+        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)[
+            "input_ids"
+        ]
+        return [len(x) for x in ids]
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """One forward pass over ``texts``; returns float32 vectors and which texts were truncated."""
+        truncated = [n > self.max_seq_length for n in self.token_counts(texts)]
+        vecs = self.model.encode_query(list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True)
+        return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim), truncated
+
+
+def load_query_encoder(spec: str, meta: IndexMeta, *, device: str | None = None) -> QueryEncoder:
+    """Load the student (any SentenceTransformer dir or id) and check it fits the index.
+
+    Raises:
+        ConfigError: its output dimension is not the index's (the teacher's) dimension.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from embedkd.hub import resolve_model
+
+    model = SentenceTransformer(resolve_model(spec), device=device or "cpu")
+    encoder = QueryEncoder(model, spec)
+    if encoder.dim != meta.dim:
+        raise ConfigError(
+            f"student {spec!r} outputs {encoder.dim}-d vectors but the index was built by teacher "
+            f"{meta.teacher_id!r} with {meta.dim}-d vectors; serve a student distilled into that "
+            f"teacher's space (or one with a projection to {meta.dim} dims)"
+        )
+    logger.info("query encoder %s: %d-d, max %d tokens", spec, encoder.dim, encoder.max_seq_length)
+    return encoder
+
+
+def load_index_teacher(spec: str, meta: IndexMeta, *, device: str | None = None):
+    """Load the document teacher for writes and check it is the one that built the index.
+
+    The sequence length recorded in the index is used, so the same string that built the index
+    gives the same teacher id (and hits the same teacher cache).
+
+    Raises:
+        ConfigError: the teacher's id or dimension differs from the index's.
+    """
+    from embedkd.teachers import load_teacher
+
+    seq = meta.teacher_max_seq_length if spec == meta.teacher_name else None
+    teacher = load_teacher(spec, max_seq_length=seq, device=device)
+    if teacher.dim != meta.dim or teacher.id != meta.teacher_id:
+        raise ConfigError(
+            f"teacher {spec!r} is {teacher.id!r} ({teacher.dim}-d) but the index was built by "
+            f"{meta.teacher_id!r} ({meta.dim}-d); pass --teacher {meta.teacher_name!r} or serve read-only"
+        )
+    return teacher
