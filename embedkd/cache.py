@@ -94,6 +94,8 @@ class TeacherCache:
                 raise CacheError(
                     f"cache {self.dir} has an unreadable meta.json ({exc}); delete the directory"
                 ) from exc
+            if not isinstance(found, dict):
+                raise CacheError(f"cache {self.dir} has a malformed meta.json; delete the directory")
             if found != meta:
                 raise CacheError(
                     f"cache {self.dir} belongs to {found.get('teacher_id')!r} (dim {found.get('dim')}), "
@@ -125,15 +127,16 @@ class TeacherCache:
                     )
             keys = np.load(keys_path)
             vecs = np.load(vecs_path, mmap_mode="r")
+            count = int(record["count"])
         except CacheError:
             raise
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(
                 f"cache chunk {record_path} is unreadable ({exc}); delete {self.dir / name}.*"
             ) from exc
-        if vecs.shape != (record["count"], self.dim) or keys.shape != (record["count"], KEY_BYTES):
+        if vecs.shape != (count, self.dim) or keys.shape != (count, KEY_BYTES):
             raise CacheError(
-                f"cache chunk {record_path} has shape {vecs.shape}, expected ({record['count']}, {self.dim})"
+                f"cache chunk {record_path} has shape {vecs.shape}, expected ({count}, {self.dim})"
             )
         chunk_no = len(self._chunks)
         self._chunks.append(vecs)
