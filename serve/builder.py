@@ -97,7 +97,7 @@ def build_index(
     corpus: str | Path,
     teacher,
     index_dir: str | Path,
-    spec: IndexSpec = IndexSpec(),
+    spec: IndexSpec | None = None,
     *,
     teacher_name: str | None = None,
     normalize: bool = True,
@@ -123,6 +123,7 @@ def build_index(
     """
     from embedkd.cache import TeacherCache
 
+    spec = spec or IndexSpec()
     target = Path(index_dir)
     if target.exists() and not overwrite:
         raise EmbedkdError(f"index directory {target} already exists (pass --overwrite to replace it)")

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
-import numpy as np
 
 from embedkd.errors import EmbedkdError
 from serve.index import IndexMeta, IndexType, VectorIndex
@@ -173,6 +172,3 @@ def empty_like(meta: IndexMeta) -> VectorIndex:
     """A flat in-memory index with ``meta``'s dimension and normalisation (a delta over a mapped one)."""
     flat = IndexMeta(**{**meta.to_dict(), "index_type": IndexType.FLAT.value, "shards": 1, "params": {}})
     return VectorIndex.create(flat)
-
-
-__all__ = ["Snapshot", "write_snapshot", "read_snapshot", "read_meta", "write_meta", "empty_like", "np"]

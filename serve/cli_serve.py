@@ -1,0 +1,88 @@
+"""``embedkd serve``: the asymmetric search service over an index directory (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "serve asymmetric search over an index: queries by the student, documents by the teacher"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index-dir", default=None, help="index directory from `embedkd index` [EMBEDKD_INDEX_DIR]"
+    )
+    parser.add_argument(
+        "--student", default=None, help="query encoder: SentenceTransformer dir or id [EMBEDKD_STUDENT]"
+    )
+    parser.add_argument(
+        "--teacher", default=None, help="document teacher for writes (unset: read-only) [EMBEDKD_TEACHER]"
+    )
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    parser.add_argument("--api-key", default=None, help="bearer key for writes [EMBEDKD_API_KEY]")
+    parser.add_argument(
+        "--protect-reads", action="store_true", default=None, help="require the key for reads too"
+    )
+    parser.add_argument(
+        "--read-only", action="store_true", default=None, help="never write to the index directory"
+    )
+    parser.add_argument("--mmap", action="store_true", default=None, help="memory-map the index (read-only)")
+    parser.add_argument(
+        "--refresh-seconds",
+        type=float,
+        default=None,
+        help="read-only replicas: re-sync with the directory this often",
+    )
+    parser.add_argument("--max-k", type=int, default=None, help="largest k a request may ask (default 100)")
+    parser.add_argument(
+        "--batch-max-size", type=int, default=None, help="most queries per forward pass (default 64)"
+    )
+    parser.add_argument(
+        "--batch-max-wait-ms", type=float, default=None, help="micro-batch wait under load, <= 5 (default 2)"
+    )
+    parser.add_argument(
+        "--snapshot-every", type=int, default=None, help="writes between index snapshots (1000)"
+    )
+    parser.add_argument("--cache-dir", default=None, help="teacher cache root [EMBEDKD_CACHE_DIR]")
+    parser.add_argument("--device", default=None, help="torch device for the models")
+
+
+def settings_from_args(args: argparse.Namespace):
+    """CLI flags over ``EMBEDKD_*`` environment variables over defaults."""
+    from pydantic import ValidationError
+
+    from embedkd.errors import ConfigError
+    from serve.settings import ServeSettings
+
+    fields = set(ServeSettings.model_fields)
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        return ServeSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        flag, env = "--" + name.replace("_", "-"), "EMBEDKD_" + name.upper()
+        raise ConfigError(f"{flag} ({env}): {first['msg']}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from serve.app import create_app, open_service
+
+    settings = settings_from_args(args)
+    service = open_service(settings)  # bad index/model: one `error:` line, before binding the port
+    app = create_app(settings, service)
+    level = logging.getLogger().getEffectiveLevel()
+    logging.getLogger(__name__).info("serving on http://%s:%d (docs at /docs)", settings.host, settings.port)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning" if level > logging.INFO else "info",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0

@@ -1,0 +1,66 @@
+"""Request dependencies: the service objects from the app state, and API-key checks."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serve.batcher import MicroBatcher
+from serve.metrics import Metrics
+from serve.service import SearchService
+from serve.settings import ServeSettings
+
+bearer = HTTPBearer(auto_error=False, description="the service's API key (EMBEDKD_API_KEY / --api-key)")
+
+
+def get_settings(request: Request) -> ServeSettings:
+    return request.app.state.settings
+
+
+def get_service(request: Request) -> SearchService:
+    return request.app.state.service
+
+
+def get_batcher(request: Request) -> MicroBatcher:
+    return request.app.state.batcher
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def _check_key(settings: ServeSettings, creds: HTTPAuthorizationCredentials | None) -> None:
+    if settings.api_key is None:
+        raise HTTPException(
+            403, "writes are disabled: no API key is configured (set EMBEDKD_API_KEY or --api-key)"
+        )
+    expected = settings.api_key.get_secret_value().encode()
+    given = creds.credentials.encode() if creds is not None else b""
+    if creds is None or not hmac.compare_digest(given, expected):
+        raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def require_write_key(request: Request, creds: Credentials) -> None:
+    """Writes always need the key (``Authorization: Bearer <key>``)."""
+    _check_key(request.app.state.settings, creds)
+
+
+def require_read_key(request: Request, creds: Credentials) -> None:
+    """Reads need the key only when ``protect_reads`` is set."""
+    settings = request.app.state.settings
+    if settings.protect_reads:
+        if settings.api_key is None:
+            raise HTTPException(403, "reads are protected but no API key is configured")
+        _check_key(settings, creds)
+
+
+Service = Annotated[SearchService, Depends(get_service)]
+Batcher = Annotated[MicroBatcher, Depends(get_batcher)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+Settings = Annotated[ServeSettings, Depends(get_settings)]

@@ -1,0 +1,148 @@
+"""HTTP routes, one router per concern: search, documents (writes), and service info."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from serve.deps import Batcher, MetricsDep, Service, Settings, require_read_key, require_write_key
+from serve.schemas import (
+    ERROR_RESPONSES,
+    DeleteResponse,
+    DocumentOut,
+    EmbedRequest,
+    EmbedResponse,
+    Health,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    UpsertRequest,
+    UpsertResponse,
+)
+from serve.store import Document
+
+search_router = APIRouter(
+    tags=["search"], dependencies=[Depends(require_read_key)], responses=ERROR_RESPONSES
+)
+documents_router = APIRouter(tags=["documents"], responses=ERROR_RESPONSES)
+info_router = APIRouter(tags=["service"])
+
+
+def _limit(name: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise HTTPException(422, f"{name}={value} is over this service's limit of {limit}")
+
+
+@search_router.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
+async def search(
+    body: SearchRequest, svc: Service, batcher: Batcher, settings: Settings, metrics: MetricsDep
+):
+    """Embed the query (or queries) with the student and return the top ``k`` documents."""
+    texts = [body.query] if body.query is not None else list(body.queries or [])
+    _limit("k", body.k, settings.max_k)
+    _limit("number of queries", len(texts), settings.max_queries)
+    svc.check_filter(body.filter)
+    start = time.perf_counter()
+    vectors, truncated = await batcher.encode(texts)
+    encoded = time.perf_counter()
+    hits = await run_in_threadpool(svc.search, vectors, body.k, body.filter, body.include_text)
+    done = time.perf_counter()
+    metrics.search_seconds.observe(done - encoded)
+    rows = [
+        [
+            SearchHit(
+                id=h.id,
+                score=h.score,
+                title=h.title if body.include_text else None,
+                text=h.text if body.include_text else None,
+                metadata=h.metadata or None,
+            )
+            for h in row
+        ]
+        for row in hits
+    ]
+    single = body.query is not None
+    return SearchResponse(
+        results=rows[0] if single else rows,
+        truncated=truncated[0] if single else truncated,
+        k=body.k,
+        took_ms=round((done - start) * 1000, 3),
+        encode_ms=round((encoded - start) * 1000, 3),
+        search_ms=round((done - encoded) * 1000, 3),
+    )
+
+
+@search_router.post("/embed", response_model=EmbedResponse, response_model_exclude_none=True)
+async def embed(body: EmbedRequest, svc: Service, batcher: Batcher, settings: Settings, metrics: MetricsDep):
+    """Embed texts: ``role=query`` with the student, ``role=document`` with the teacher (cached)."""
+    _limit("number of texts", len(body.texts), settings.max_queries)
+    if body.role == "query":
+        vectors, truncated = await batcher.encode(body.texts)
+        return EmbedResponse(
+            embeddings=vectors.tolist(),
+            dim=svc.meta.dim,
+            role="query",
+            model=svc.encoder.name,
+            truncated=truncated,
+        )
+    if svc.teacher is None:
+        raise HTTPException(409, "no teacher is configured on this service; role=document is unavailable")
+    start = time.perf_counter()
+    vectors = await run_in_threadpool(svc.embed_documents, body.texts)
+    metrics.encode_seconds.labels("document").observe(time.perf_counter() - start)
+    return EmbedResponse(
+        embeddings=vectors.tolist(), dim=svc.meta.dim, role="document", model=svc.meta.teacher_id
+    )
+
+
+@search_router.get("/documents/{doc_id:path}", response_model=DocumentOut)
+async def get_document(doc_id: str, svc: Service):
+    """One stored document."""
+    doc = await run_in_threadpool(svc.store.get, doc_id)
+    if doc is None:
+        raise HTTPException(404, f"no document {doc_id!r}")
+    return DocumentOut(id=doc.id, title=doc.title, text=doc.text, metadata=doc.metadata)
+
+
+@documents_router.post("/documents", response_model=UpsertResponse, dependencies=[Depends(require_write_key)])
+async def upsert_documents(body: UpsertRequest, svc: Service, settings: Settings, metrics: MetricsDep):
+    """Insert or replace documents; the teacher embeds them. Acknowledged = durable."""
+    _limit("number of documents", len(body.documents), settings.max_documents)
+    docs = [Document(d.id, d.text, d.title, d.metadata) for d in body.documents]
+    n = await run_in_threadpool(svc.upsert, docs)
+    metrics.writes.labels("upsert").inc(n)
+    return UpsertResponse(upserted=n, ids=[d.id for d in docs])
+
+
+@documents_router.delete(
+    "/documents/{doc_id:path}", response_model=DeleteResponse, dependencies=[Depends(require_write_key)]
+)
+async def delete_document(doc_id: str, svc: Service, metrics: MetricsDep):
+    """Delete one document (durable once acknowledged)."""
+    if not await run_in_threadpool(svc.delete, doc_id):
+        raise HTTPException(404, f"no document {doc_id!r}")
+    metrics.writes.labels("delete").inc()
+    return DeleteResponse(deleted=doc_id)
+
+
+@info_router.get("/healthz", response_model=Health)
+async def healthz(svc: Service):
+    """Liveness and readiness: the index and models are loaded."""
+    return Health(status="ok", documents=await run_in_threadpool(svc.store.count))
+
+
+@info_router.get("/stats", dependencies=[Depends(require_read_key)], responses=ERROR_RESPONSES)
+async def stats(svc: Service) -> dict:
+    """Counts, models, index type and dimensions."""
+    return await run_in_threadpool(svc.stats)
+
+
+@info_router.get("/metrics", include_in_schema=False)
+async def metrics_endpoint(svc: Service, metrics: MetricsDep):
+    """Prometheus metrics."""
+    metrics.documents.set(svc.store.count())
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

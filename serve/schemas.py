@@ -1,0 +1,127 @@
+"""Request and response bodies of the HTTP API (what ``/docs`` shows)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+HARD_MAX_K = 1000
+HARD_MAX_QUERIES = 256
+HARD_MAX_DOCUMENTS = 1000
+MAX_QUERY_CHARS = 10_000
+MAX_DOCUMENT_CHARS = 200_000
+
+# ``pattern`` is a search: the text must contain at least one non-space character.
+QueryText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S")]
+DocId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"\S")]
+Scalar = str | int | float | bool
+FilterValue = Scalar | list[Scalar]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchRequest(Strict):
+    """One query (``query``) or a batch (``queries``), top ``k``, optional metadata filter."""
+
+    query: QueryText | None = Field(None, description="a single query")
+    queries: list[QueryText] | None = Field(
+        None, min_length=1, max_length=HARD_MAX_QUERIES, description="a batch of queries"
+    )
+    k: int = Field(10, ge=1, le=HARD_MAX_K, description="results per query")
+    filter: dict[str, FilterValue] | None = Field(
+        None, description='metadata equality filter, e.g. {"lang": "en"}; a list means any of'
+    )
+    include_text: bool = Field(False, description="return each document's title and text")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SearchRequest:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give exactly one of 'query' and 'queries'")
+        return self
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    title: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    """``results`` is a list of hits for ``query``, a list of lists for ``queries``."""
+
+    results: list[SearchHit] | list[list[SearchHit]]
+    truncated: bool | list[bool] = Field(description="query longer than the student's max length (cut)")
+    k: int
+    took_ms: float
+    encode_ms: float
+    search_ms: float
+
+
+class DocumentIn(Strict):
+    id: DocId
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_CHARS, pattern=r"\S")]
+    title: str | None = Field(None, max_length=10_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpsertRequest(Strict):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=HARD_MAX_DOCUMENTS)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> UpsertRequest:
+        ids = [d.id for d in self.documents]
+        dups = sorted({i for i in ids if ids.count(i) > 1})
+        if dups:
+            raise ValueError(f"duplicate document ids in one upsert: {', '.join(dups[:5])}")
+        return self
+
+
+class UpsertResponse(BaseModel):
+    upserted: int
+    ids: list[str]
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str | None
+    text: str
+    metadata: dict[str, Any]
+
+
+class EmbedRequest(Strict):
+    """``role: query`` embeds with the student, ``role: document`` with the teacher."""
+
+    texts: list[QueryText] = Field(min_length=1, max_length=HARD_MAX_QUERIES)
+    role: Literal["query", "document"] = "query"
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    dim: int
+    role: str
+    model: str
+    truncated: list[bool] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    documents: int
+
+
+class ErrorBody(BaseModel):
+    detail: Any
+    error: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422)
+}

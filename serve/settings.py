@@ -1,0 +1,56 @@
+"""Service settings: environment variables ``EMBEDKD_*`` (e.g. ``EMBEDKD_API_KEY``), overridden by CLI flags.
+
+This is the only module of ``serve`` that reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serve.schemas import HARD_MAX_DOCUMENTS, HARD_MAX_K, HARD_MAX_QUERIES
+
+
+class ServeSettings(BaseSettings):
+    """Everything ``embedkd serve`` can be told, with its environment variable in brackets.
+
+    Attributes:
+        index_dir: index directory built by ``embedkd index`` [EMBEDKD_INDEX_DIR].
+        student: query encoder (SentenceTransformer dir or id) [EMBEDKD_STUDENT].
+        teacher: document teacher; unset = read-only service [EMBEDKD_TEACHER].
+        api_key: bearer key required for writes (and reads with ``protect_reads``) [EMBEDKD_API_KEY].
+        protect_reads: require the key for searches and stats too [EMBEDKD_PROTECT_READS].
+        read_only: never write to the index directory (replicas) [EMBEDKD_READ_ONLY].
+        mmap: memory-map the index snapshot (read-only) [EMBEDKD_MMAP].
+        refresh_seconds: read-only replicas re-sync with the directory this often (0: never).
+        max_k / max_queries / max_documents: request limits (at most the schema's hard limits).
+        batch_max_size / batch_max_wait_ms: query micro-batching (one forward pass per batch).
+        snapshot_every: writes between index snapshots.
+        overfetch: hits fetched per wanted hit when filtering.
+        cache_dir: teacher cache root [EMBEDKD_CACHE_DIR].
+        device: torch device for both models.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDKD_", extra="ignore")
+
+    index_dir: Path
+    student: str
+    teacher: str | None = None
+    api_key: SecretStr | None = None
+    protect_reads: bool = False
+    read_only: bool = False
+    mmap: bool = False
+    refresh_seconds: float = Field(0.0, ge=0)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_k: int = Field(100, ge=1, le=HARD_MAX_K)
+    max_queries: int = Field(64, ge=1, le=HARD_MAX_QUERIES)
+    max_documents: int = Field(256, ge=1, le=HARD_MAX_DOCUMENTS)
+    batch_max_size: int = Field(64, ge=1, le=1024)
+    batch_max_wait_ms: float = Field(2.0, ge=0.0, le=5.0)
+    snapshot_every: int = Field(1000, ge=0)
+    overfetch: int = Field(4, ge=1, le=64)
+    cache_dir: str | None = None
+    device: str | None = None
