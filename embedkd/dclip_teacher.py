@@ -1,0 +1,160 @@
+"""The DCLIP teacher: bidirectional cross-attention between image regions and text tokens.
+
+Inputs are frozen-CLIP features in the joint space: region embeddings of an image (``(R, D)``, row 0
+the whole image), projected token features of a caption (``(T, D)``) and the pooled CLIP text
+embedding. For an (image, caption) pair:
+
+* image→text: each region attends to the caption's tokens, ``LN(region + MHA(region, tokens))``;
+  the regions are mean-pooled (padding masked) and added, through a zero-initialised linear layer,
+  to the whole-image embedding → the teacher's image vector;
+* text→image: each token attends to the image's regions, ``LN(token + MHA(token, regions))``;
+  mean-pooled and added likewise to the pooled CLIP text embedding → the teacher's text vector.
+
+The zero-initialised output layers make the untrained teacher exactly the frozen CLIP, so training
+(symmetric InfoNCE over all in-batch pairs, each pair attended separately) starts from CLIP's recall.
+Attention is computed per head with the output projection folded into the values, so scoring all
+``B×B`` pairs of a batch costs little more than the paired forward.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from embedkd.dclip_loss import symmetric_infonce
+from embedkd.errors import ConfigError, EmbedkdError
+
+CONFIG_NAME = "dclip_teacher.json"
+WEIGHTS_NAME = "dclip_teacher.pt"
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Shape and training temperature of the cross-modal teacher."""
+
+    dim: int
+    heads: int = 4
+    temperature: float = 0.05
+    clip_model: str = ""  # the frozen CLIP whose features it reads (recorded for users)
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ConfigError(f"teacher dim {self.dim} is not a multiple of heads {self.heads}")
+        if self.temperature <= 0:
+            raise ConfigError(f"teacher temperature must be > 0, got {self.temperature}")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the second-to-last axis of ``x`` where ``mask`` (same leading shape) is True."""
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention ``LN(query + MHA(query, context))`` with key padding masks.
+
+    ``forward(query, context, context_mask, pairwise=False)`` takes ``query (Bq, Lq, D)`` and
+    ``context (Bc, Lc, D)`` with ``context_mask (Bc, Lc)`` (True = real). Paired (``Bq == Bc``) it
+    returns ``(Bq, Lq, D)`` and the attention ``(Bq, H, Lq, Lc)``; ``pairwise=True`` attends every query
+    item to every context item and returns ``(Bq, Bc, Lq, D)`` (attention not returned).
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm = nn.LayerNorm(dim)
+
+    def _project(self, query, context):
+        bq, lq, d = query.shape
+        bc, lc, _ = context.shape
+        q = self.q(query).view(bq, lq, self.heads, self.head_dim) / math.sqrt(self.head_dim)
+        k = self.k(context).view(bc, lc, self.heads, self.head_dim)
+        v = self.v(context).view(bc, lc, self.heads, self.head_dim)
+        # fold the output projection into the values: o(concat_h Σ a v) = Σ_h Σ a (W_o,h v)
+        w_o = self.o.weight.view(d, self.heads, self.head_dim)
+        u = torch.einsum("bche,dhe->bchd", v, w_o)
+        return q, k, u
+
+    def forward(self, query, context, context_mask, pairwise: bool = False):
+        if not bool(context_mask.any(-1).all()):
+            raise EmbedkdError("cross-attention context with no unmasked position (empty image or caption)")
+        q, k, u = self._project(query, context)
+        if pairwise:
+            logits = torch.einsum("iqhe,jche->ijhqc", q, k)
+            logits = logits.masked_fill(~context_mask[None, :, None, None, :], float("-inf"))
+            out = torch.einsum("ijhqc,jchd->ijqd", logits.softmax(-1), u) + self.o.bias
+            return self.norm(query[:, None] + out), None
+        logits = torch.einsum("bqhe,bche->bhqc", q, k)
+        attn = logits.masked_fill(~context_mask[:, None, None, :], float("-inf")).softmax(-1)
+        out = torch.einsum("bhqc,bchd->bqd", attn, u) + self.o.bias
+        return self.norm(query + out), attn
+
+
+class CrossModalTeacher(nn.Module):
+    """Region↔token cross-attention over frozen CLIP features, pooled to one image and one text vector."""
+
+    def __init__(self, config: TeacherConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.image_to_text = CrossAttention(config.dim, config.heads)
+        self.text_to_image = CrossAttention(config.dim, config.heads)
+        self.image_out = nn.Linear(config.dim, config.dim)
+        self.text_out = nn.Linear(config.dim, config.dim)
+        for layer in (self.image_out, self.text_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def encode_pairs(self, regions, region_mask, tokens, token_mask, text_global):
+        """Teacher vectors of matching pairs: ``(image (B, D), text (B, D), attention dict)``."""
+        img, i2t = self.image_to_text(regions, tokens, token_mask)
+        txt, t2i = self.text_to_image(tokens, regions, region_mask)
+        image = regions[:, 0] + self.image_out(masked_mean(img, region_mask))
+        text = text_global + self.text_out(masked_mean(txt, token_mask))
+        return image, text, {"image_to_text": i2t, "text_to_image": t2i}
+
+    def pair_scores(self, regions, region_mask, tokens, token_mask, text_global) -> torch.Tensor:
+        """Cosine ``(Bi, Bt)`` of every image i with every caption j, each pair attended separately."""
+        img, _ = self.image_to_text(regions, tokens, token_mask, pairwise=True)  # (Bi, Bt, R, D)
+        txt, _ = self.text_to_image(tokens, regions, region_mask, pairwise=True)  # (Bt, Bi, T, D)
+        image = regions[:, None, 0] + self.image_out(masked_mean(img, region_mask[:, None]))
+        text = text_global[:, None] + self.text_out(masked_mean(txt, token_mask[:, None]))
+        return nn.functional.cosine_similarity(image, text.transpose(0, 1), dim=-1)
+
+    def forward(self, regions, region_mask, tokens, token_mask, text_global, groups=None):
+        """Training step: symmetric InfoNCE over the batch's pair scores (``{"loss": ...}``)."""
+        scores = self.pair_scores(regions, region_mask, tokens, token_mask, text_global)
+        return {"loss": symmetric_infonce(scores / self.config.temperature, groups)}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``dclip_teacher.json`` + ``dclip_teacher.pt`` to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), directory / WEIGHTS_NAME)
+        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CrossModalTeacher:
+        """Load a teacher written by :meth:`save`."""
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file():
+            raise EmbedkdError(f"{directory} is not a DCLIP teacher (no {CONFIG_NAME})")
+        try:
+            config = TeacherConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+            state = torch.load(directory / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+            teacher = cls(config)
+            teacher.load_state_dict(state)
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise EmbedkdError(f"cannot load DCLIP teacher from {directory}: {exc}") from exc
+        return teacher.eval()
+
+
+def is_teacher_dir(path: str | Path) -> bool:
+    """True if ``path`` holds a saved :class:`CrossModalTeacher`."""
+    return (Path(path) / CONFIG_NAME).is_file()
