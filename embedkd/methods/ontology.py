@@ -1,0 +1,184 @@
+"""``--method ontology``: distil the weighted-Tversky concept-set similarity into a text embedder.
+
+The teacher is not a network but an interpretable score: each training report becomes present /
+negated / uncertain concept sets (:mod:`embedkd.ontology`), report pairs are sampled (half of them
+"hard": pairs that share at least one expanded concept, found through the inverted index), and the
+Tversky similarity of each pair is the label. The student (any HF/ST model) is trained with
+sentence-transformers' ``CoSENTLoss`` (or ``CosineSimilarityLoss``) by ``SentenceTransformerTrainer``
+so that its cosine reproduces the ranking of the set similarity; then it searches through FAISS like
+any embedder. ``--teacher`` names the ontologies, comma-separated (``chest-xray,hp.obo``).
+
+Python API::
+
+    from embedkd.methods.ontology import distill
+    out = distill(ontologies=["chest-xray"], student="sentence-transformers/all-MiniLM-L6-v2",
+                  data=["reports.csv"], output="runs/ontology-student", pairs=20000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedkd.config import TrainingConfig
+from embedkd.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LR = 2e-5
+LOSSES = ("cosent", "cosine")
+
+
+@dataclass(frozen=True)
+class OntologyDistillConfig:
+    """Everything one ontology distillation needs.
+
+    Attributes:
+        ontologies: ontology specs merged into the teacher graph (files or ``chest-xray``).
+        student: student model string.
+        data: report files (CSV with findings/impression or text column; txt/jsonl/tsv via load_texts).
+        output: output directory (a SentenceTransformer folder).
+        text_columns: CSV text columns (default: text/report, else findings + impression).
+        max_samples: use at most this many training texts.
+        pairs: training pairs to sample.
+        hard_fraction: share of pairs that share at least one expanded concept.
+        heldout: texts kept aside for the fidelity check (pairs among them only).
+        heldout_pairs: pairs sampled among the held-out texts.
+        loss: ``cosent`` (ranking) or ``cosine`` (cosine regression onto the score).
+        alpha, beta, depth: Tversky parameters (see :class:`~embedkd.ontology.TverskyConfig`).
+        training: trainer knobs.
+    """
+
+    ontologies: tuple[str, ...] = ("chest-xray",)
+    student: str = "sentence-transformers/all-MiniLM-L6-v2"
+    data: tuple[str, ...] = ()
+    output: str = "runs/ontology-student"
+    text_columns: tuple[str, ...] | None = None
+    max_samples: int | None = None
+    pairs: int = 20000
+    hard_fraction: float = 0.5
+    heldout: int = 200
+    heldout_pairs: int = 2000
+    loss: str = "cosent"
+    alpha: float = 0.5
+    beta: float = 1.0
+    depth: int = 1
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(lr=DEFAULT_LR))
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad value."""
+        from embedkd.ontology.similarity import TverskyConfig
+
+        if not self.ontologies:
+            raise ConfigError("no ontology given; --teacher takes ontology files, e.g. chest-xray,hp.obo")
+        if not self.data:
+            raise ConfigError("no --data given; pass report files (CSV or text)")
+        if self.pairs < 1 or self.heldout_pairs < 0 or self.heldout < 0:
+            raise ConfigError(
+                f"pairs={self.pairs}, heldout_pairs={self.heldout_pairs}, heldout={self.heldout}: "
+                "pairs must be >= 1 and the others >= 0"
+            )
+        if not 0 <= self.hard_fraction <= 1:
+            raise ConfigError(f"--hard-fraction must be in [0, 1], got {self.hard_fraction}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"--pair-loss {self.loss!r} unknown; choose one of {', '.join(LOSSES)}")
+        TverskyConfig(alpha=self.alpha, beta=self.beta, depth=self.depth)
+        self.training.validate()
+
+
+def add_arguments(group) -> None:
+    """The ontology method's own options of ``embedkd distill`` (--teacher names the ontologies)."""
+    group.add_argument("--pairs", type=int, default=20000, help="training pairs to sample (default 20000)")
+    group.add_argument(
+        "--hard-fraction", type=float, default=0.5, help="share of pairs sharing a concept (default 0.5)"
+    )
+    group.add_argument("--heldout", type=int, default=200, help="texts held out for fidelity (default 200)")
+    group.add_argument("--heldout-pairs", type=int, default=2000, help="held-out pairs (default 2000)")
+    group.add_argument("--pair-loss", default="cosent", choices=LOSSES, help="pair loss (default cosent)")
+    group.add_argument(
+        "--text-columns", nargs="+", default=None, help="CSV text columns (default findings impression)"
+    )
+    group.add_argument("--alpha", type=float, default=0.5, help="Tversky alpha (default 0.5)")
+    group.add_argument("--beta", type=float, default=1.0, help="Tversky beta (default 1)")
+    group.add_argument("--depth", type=int, default=1, help="ancestor expansion depth (default 1)")
+    group.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (default 500)")
+
+
+def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
+    """Build the config from parsed ``embedkd distill --method ontology`` arguments."""
+    training = TrainingConfig(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr or DEFAULT_LR,
+        max_seq_length=args.max_seq_length,
+        seed=args.seed,
+        resume=args.resume,
+        save_steps=args.save_steps,
+    )
+    return OntologyDistillConfig(
+        ontologies=tuple(s.strip() for s in args.teacher.split(",") if s.strip()),
+        student=args.student,
+        data=tuple(args.data),
+        output=args.output,
+        text_columns=tuple(args.text_columns) if args.text_columns else None,
+        max_samples=args.max_samples,
+        pairs=args.pairs,
+        hard_fraction=args.hard_fraction,
+        heldout=args.heldout,
+        heldout_pairs=args.heldout_pairs,
+        loss=args.pair_loss,
+        alpha=args.alpha,
+        beta=args.beta,
+        depth=args.depth,
+        training=training,
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> Path:
+    return run(config_from_args(args))
+
+
+def distill(
+    ontologies=("chest-xray",),
+    student: str = OntologyDistillConfig.student,
+    data=(),
+    output: str = OntologyDistillConfig.output,
+    **kwargs,
+) -> Path:
+    """Distil the ontology similarity of ``ontologies`` into ``student``; returns the output directory.
+
+    Args:
+        ontologies: ontology specs (files or ``chest-xray``), merged in order.
+        student: student model string.
+        data: report file(s).
+        output: output directory.
+        **kwargs: any other :class:`OntologyDistillConfig` field, or a :class:`TrainingConfig` field
+            (``epochs``, ``max_steps``, ``batch_size``, ``lr``, ...).
+    """
+    train_fields = set(TrainingConfig.__dataclass_fields__)
+    tkw = {k: kwargs.pop(k) for k in list(kwargs) if k in train_fields}
+    tkw.setdefault("lr", DEFAULT_LR)
+    as_tuple = lambda v: (str(v),) if isinstance(v, (str, Path)) else tuple(map(str, v))  # noqa: E731
+    if kwargs.get("text_columns") is not None:
+        kwargs["text_columns"] = tuple(kwargs["text_columns"])
+    return run(
+        OntologyDistillConfig(
+            ontologies=as_tuple(ontologies),
+            student=student,
+            data=as_tuple(data),
+            output=str(output),
+            training=TrainingConfig(**tkw),
+            **kwargs,
+        )
+    )
+
+
+def run(config: OntologyDistillConfig) -> Path:
+    """Validate and run one ontology distillation; returns the output directory."""
+    from embedkd.methods.ontology_train import train_ontology
+
+    config.validate()
+    return train_ontology(config)

@@ -1,0 +1,238 @@
+"""Ontology distillation training: texts -> concept sets -> scored pairs -> SentenceTransformerTrainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from embedkd.errors import EmbedkdError
+from embedkd.methods.ontology import OntologyDistillConfig
+
+logger = logging.getLogger(__name__)
+
+
+def read_training_texts(paths: Sequence[str], text_columns: Sequence[str] | None) -> list[str]:
+    """Report texts from CSV files (findings + impression by default) or any :func:`load_texts` source."""
+    from embedkd.data import load_texts
+    from embedkd.ontology.label import read_reports
+
+    texts: list[str] = []
+    for p in paths:
+        if str(p).lower().endswith(".csv"):
+            texts.extend(r.text for r in read_reports(p, text_columns=text_columns, skip_empty=True))
+        else:
+            texts.extend(load_texts([p], column=text_columns[0] if text_columns else None))
+    unique = list(dict.fromkeys(texts))
+    if len(unique) < 2:
+        raise EmbedkdError(
+            f"need at least 2 distinct texts to make pairs, found {len(unique)} in {list(paths)}"
+        )
+    return unique
+
+
+def sample_pairs(index, n: int, hard_fraction: float, seed: int) -> list[tuple[int, int]]:
+    """``n`` distinct unordered pairs of documents of ``index``: a ``hard_fraction`` share concepts.
+
+    A hard pair draws a document with concepts, then a partner among the inverted index's candidates
+    (documents sharing an expanded concept); the rest are uniform random pairs.
+    """
+    rng = random.Random(seed)
+    docs = len(index)
+    with_concepts = [i for i, p in enumerate(index.profiles) if p.weights]
+    max_pairs = docs * (docs - 1) // 2
+    n = min(n, max_pairs)
+    pairs: set[tuple[int, int]] = set()
+    n_hard = int(round(n * hard_fraction)) if with_concepts else 0
+    tries = 0
+    while len(pairs) < n_hard and tries < 20 * n_hard:
+        tries += 1
+        i = rng.choice(with_concepts)
+        cands = index.candidates(index.profiles[i])
+        cands.discard(i)
+        if cands:
+            j = rng.choice(sorted(cands))
+            pairs.add((min(i, j), max(i, j)))
+    while len(pairs) < n:
+        i, j = rng.randrange(docs), rng.randrange(docs)
+        if i != j:
+            pairs.add((min(i, j), max(i, j)))
+    out = sorted(pairs)
+    rng.shuffle(out)
+    return out
+
+
+def scored_pairs(texts: Sequence[str], sim, extractor, n: int, hard_fraction: float, seed: int) -> dict:
+    """Columns ``sentence1``, ``sentence2``, ``score`` (Tversky) for ``n`` sampled pairs of ``texts``."""
+    from embedkd.ontology.search import SetIndex
+
+    index = SetIndex(sim, extractor.extract_many(texts, show_progress=logger.isEnabledFor(logging.INFO)))
+    pairs = sample_pairs(index, n, hard_fraction, seed)
+    scores = [sim.score(index.profiles[i], index.profiles[j]) for i, j in pairs]
+    return {
+        "sentence1": [texts[i] for i, _ in pairs],
+        "sentence2": [texts[j] for _, j in pairs],
+        "score": scores,
+    }
+
+
+def _training_args(config: OntologyDistillConfig, n_pairs: int):
+    import torch
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    t = config.training
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(Path(config.output) / "checkpoints"),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        learning_rate=t.lr,
+        warmup_ratio=t.warmup_ratio,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy="no",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, n_pairs // max(1, t.batch_size))),
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not logger.isEnabledFor(logging.INFO),
+    )
+
+
+def _resume_checkpoint(config: OntologyDistillConfig) -> str | None:
+    if not config.training.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(config.output) / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last is None:
+        raise EmbedkdError(f"--resume given but {ckpt_dir} holds no checkpoint; run without --resume")
+    return last
+
+
+def _pair_metrics(evaluator, model) -> dict[str, float]:
+    found = evaluator(model)
+    pick = lambda part: next((float(v) for k, v in found.items() if k.endswith(part)), float("nan"))  # noqa: E731
+    return {"spearman": pick("spearman_cosine"), "pearson": pick("pearson_cosine")}
+
+
+def train_ontology(config: OntologyDistillConfig) -> Path:
+    """Run a validated ontology-distillation config end to end; returns the output directory."""
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, CosineSimilarityLoss
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+
+    from embedkd.modelcard import write_model_card
+    from embedkd.ontology import ConceptExtractor, TverskyConfig, TverskySimilarity, load_ontologies
+    from embedkd.students import load_student
+
+    started = time.time()
+    resume_from = _resume_checkpoint(config)
+    graph = load_ontologies(config.ontologies)
+    extractor = ConceptExtractor(graph)
+    sim = TverskySimilarity(graph, TverskyConfig(alpha=config.alpha, beta=config.beta, depth=config.depth))
+    texts = read_training_texts(config.data, config.text_columns)
+    random.Random(config.training.seed).shuffle(texts)
+    heldout_n = min(config.heldout, len(texts) // 5)
+    heldout_texts, train_texts = texts[:heldout_n], texts[heldout_n:]
+    if config.max_samples:
+        train_texts = train_texts[: config.max_samples]
+    train = scored_pairs(
+        train_texts, sim, extractor, config.pairs, config.hard_fraction, config.training.seed
+    )
+    logger.info(
+        "ontology teacher: %d pairs over %d texts (mean score %.3f)",
+        len(train["score"]),
+        len(train_texts),
+        sum(train["score"]) / len(train["score"]),
+    )
+
+    student = load_student(config.student, max_seq_length=config.training.max_seq_length)
+    evaluator = None
+    before = {}
+    if heldout_n >= 2 and config.heldout_pairs:
+        held = scored_pairs(
+            heldout_texts,
+            sim,
+            extractor,
+            config.heldout_pairs,
+            config.hard_fraction,
+            config.training.seed + 1,
+        )
+        evaluator = EmbeddingSimilarityEvaluator(
+            held["sentence1"],
+            held["sentence2"],
+            held["score"],
+            batch_size=config.training.batch_size,
+            main_similarity="cosine",
+            name="ontology-heldout",
+            write_csv=False,
+        )
+        before = _pair_metrics(evaluator, student)
+    loss = CoSENTLoss(student) if config.loss == "cosent" else CosineSimilarityLoss(student)
+    trainer = SentenceTransformerTrainer(
+        model=student,
+        args=_training_args(config, len(train["score"])),
+        train_dataset=Dataset.from_dict(train),
+        loss=loss,
+    )
+    train_out = trainer.train(resume_from_checkpoint=resume_from)
+    out = Path(config.output)
+    student.save(str(out))
+    after = _pair_metrics(evaluator, student) if evaluator is not None else {}
+    report = {
+        "method": "ontology",
+        "teacher": "weighted Tversky over " + ", ".join(config.ontologies),
+        "student": config.student,
+        "data": list(config.data),
+        "train_texts": len(train_texts),
+        "heldout_texts": heldout_n,
+        "train_pairs": len(train["score"]),
+        "hard_fraction": config.hard_fraction,
+        "loss": config.loss,
+        "tversky": {"alpha": config.alpha, "beta": config.beta, "depth": config.depth},
+        "steps": int(train_out.global_step),
+        "lr": config.training.lr,
+        "batch_size": config.training.batch_size,
+        "heldout_spearman_before": before.get("spearman"),
+        "heldout_spearman": after.get("spearman"),
+        "heldout_pearson": after.get("pearson"),
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    (out / "embedkd_ontology.json").write_text(json.dumps(report, indent=2))
+    write_model_card(out, report)
+    _append_fidelity(out, report)
+    logger.info(
+        "ontology distillation done: held-out Spearman %s (before %s) -> %s",
+        after.get("spearman"),
+        before.get("spearman"),
+        out,
+    )
+    return out
+
+
+def _append_fidelity(out: Path, report: dict) -> None:
+    card = out / "README.md"
+    rows = [
+        ("teacher score", report["teacher"]),
+        ("training pairs (hard share)", f"{report['train_pairs']} ({report['hard_fraction']})"),
+        ("loss", report["loss"]),
+        ("held-out pairs: Spearman(student cosine, Tversky)", _fmt(report["heldout_spearman"])),
+        ("held-out Spearman before training", _fmt(report["heldout_spearman_before"])),
+        ("held-out Pearson", _fmt(report["heldout_pearson"])),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    text = card.read_text(encoding="utf-8") if card.exists() else ""
+    card.write_text(text + f"\n## Ontology teacher fidelity\n\n| | |\n|---|---|\n{table}\n", encoding="utf-8")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
