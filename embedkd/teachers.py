@@ -83,13 +83,7 @@ class SentenceTransformerTeacher:
         from embedkd.hub import resolve_model
 
         if isinstance(model, SentenceTransformer):
-            self.model, self.name = (
-                model,
-                name
-                or str(
-                    getattr(model, "model_card_data", None) and model.model_card_data.base_model or "model"
-                ),
-            )
+            self.model, self.name = model, name or _loaded_model_name(model)
         else:
             self.name = name or _canonical_name(str(model))
             self.model = SentenceTransformer(resolve_model(str(model)), device=device)
@@ -100,7 +94,10 @@ class SentenceTransformerTeacher:
         self.id = f"st:{self.name}@seq{self.model.max_seq_length}" + (":norm" if normalize else "")
 
     def prompt(self, role: str) -> str:
-        return (self.model.prompts or {}).get(check_role(role), "")
+        """The model's prompt for ``role``: ``query``, or the first of ``document``/``passage``/``corpus``."""
+        prompts = self.model.prompts or {}
+        names = ("query",) if check_role(role) == "query" else ("document", "passage", "corpus")
+        return next((prompts[n] for n in names if prompts.get(n)), "")
 
     def encode(
         self,
@@ -112,7 +109,7 @@ class SentenceTransformerTeacher:
     ) -> np.ndarray:
         vecs = self.model.encode(
             list(texts),
-            prompt=self.prompt(role) or None,
+            prompt=self.prompt(role),  # explicit, even '': a default_prompt_name must not sneak in unkeyed
             batch_size=batch_size,
             show_progress_bar=show_progress,
             convert_to_numpy=True,
@@ -124,8 +121,23 @@ class SentenceTransformerTeacher:
 def _canonical_name(model: str) -> str:
     from embedkd.hub import OFFLINE_PACKAGES, _canonical
 
+    if Path(model).expanduser().is_dir():  # "runs/x" from two working directories is two models
+        return str(Path(model).expanduser().resolve())
     package = OFFLINE_PACKAGES.get(_canonical(model))
     return package.model_id if package else model
+
+
+def _loaded_model_name(model) -> str:
+    """A name for an already loaded model: its hub id, else the folder its weights came from."""
+    card = getattr(model, "model_card_data", None)
+    if card is not None and card.base_model:
+        return str(card.base_model)
+    config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    path = getattr(config, "_name_or_path", "")
+    if path:
+        return _canonical_name(path)
+    logger.warning("teacher model has no name; pass name= so that its cached vectors are not confused")
+    return "model"
 
 
 class PrecomputedTeacher:
@@ -140,7 +152,10 @@ class PrecomputedTeacher:
         if not vectors.exists():
             raise EmbedkdError(f"precomputed vectors file {vectors} does not exist")
         rows = Path(rows) if rows else _rows_file_for(vectors)
-        self.matrix = np.load(vectors, mmap_mode="r")
+        try:
+            self.matrix = np.load(vectors, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise EmbedkdError(f"{vectors} is not a readable .npy matrix ({exc})") from exc
         if self.matrix.ndim != 2:
             raise EmbedkdError(f"{vectors} must hold a 2-d matrix, got shape {self.matrix.shape}")
         texts = _read_rows(rows)
@@ -149,6 +164,9 @@ class PrecomputedTeacher:
                 f"{rows} has {len(texts)} rows but {vectors} has {self.matrix.shape[0]} vectors"
             )
         self.row_of = {t: i for i, t in enumerate(texts)}
+        # Training texts are whitespace-normalised by embedkd.data; let them find their raw rows.
+        for i, t in enumerate(texts):
+            self.row_of.setdefault(" ".join(t.split()), i)
         self.dim = int(self.matrix.shape[1])
         self.id = f"precomputed:{vectors.resolve()}"
 
@@ -182,21 +200,35 @@ def _rows_file_for(vectors: Path) -> Path:
 def _read_rows(path: Path) -> list[str]:
     if not path.exists():
         raise EmbedkdError(f"rows file {path} does not exist")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix == ".jsonl":
-        return [json.loads(line)["text"] for line in lines if line.strip()]
-    return lines
+    # split on "\n" only: str.splitlines would also split texts holding \x0c, \x1c, \u2028, ...
+    lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    if path.suffix != ".jsonl":
+        return lines
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append(str(row["text"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbedkdError(f"{path}:{n} must be a JSON object with a 'text' field ({exc!r})") from exc
+    return rows
 
 
 class HTTPTeacher:
     """An OpenAI-compatible ``POST {base_url}/v1/embeddings`` endpoint.
 
     Args:
-        base_url: e.g. ``https://api.openai.com`` or ``http://127.0.0.1:8080``.
+        base_url: e.g. ``https://api.openai.com/v1``, ``http://127.0.0.1:8080`` or a full
+            ``.../v1/embeddings`` URL.
         model: the ``model`` field sent with each request.
         api_key_env: environment variable holding the bearer key (unset: no auth header).
         batch_size: texts per request.
-        max_retries: attempts per batch on 429/5xx/connection errors, with exponential backoff.
+        max_retries: retries per batch on 429/5xx/connection errors, with exponential backoff
+            (``backoff * 2**attempt`` seconds, or longer when the server sends ``Retry-After``).
         dimensions: ask for shortened embeddings (OpenAI ``dimensions`` field).
     """
 
@@ -216,9 +248,7 @@ class HTTPTeacher:
     ) -> None:
         import httpx
 
-        self.url = base_url.rstrip("/") + (
-            "" if base_url.rstrip("/").endswith("/v1/embeddings") else "/v1/embeddings"
-        )
+        self.url = _embeddings_url(base_url)
         self.model, self.batch_size, self.max_retries, self.backoff = model, batch_size, max_retries, backoff
         self.dimensions = dimensions
         self.prefixes = {"query": query_prefix, "document": document_prefix}
@@ -273,17 +303,54 @@ class HTTPTeacher:
                     raise EmbedkdError(
                         f"teacher endpoint {self.url} refused the request: HTTP {resp.status_code} {resp.text[:200]}"
                     )
-                data = sorted(resp.json()["data"], key=lambda d: d["index"])
-                return np.asarray([d["embedding"] for d in data], dtype=np.float32)
+                return self._parse(resp, len(batch))
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 if attempt == self.max_retries:
                     raise EmbedkdError(
                         f"teacher endpoint {self.url} failed after {attempt + 1} attempts: {exc}"
                     ) from exc
                 delay = self.backoff * 2**attempt
+                if isinstance(exc, httpx.HTTPStatusError):
+                    delay = max(delay, _retry_after(exc.response))
                 logger.warning("teacher request failed (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse(self, resp, expected: int) -> np.ndarray:
+        """The vectors of an embeddings response, in input order, checked for count and shape."""
+        try:
+            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbedkdError(
+                f"teacher endpoint {self.url} sent a malformed embeddings response ({exc!r}): {resp.text[:200]}"
+            ) from exc
+        if vecs.ndim != 2 or len(vecs) != expected or [d["index"] for d in data] != list(range(expected)):
+            raise EmbedkdError(
+                f"teacher endpoint {self.url} returned {len(data)} embeddings (shape {vecs.shape}) "
+                f"for {expected} inputs"
+            )
+        if self._dim is not None and vecs.shape[1] != self._dim:
+            raise EmbedkdError(
+                f"teacher endpoint {self.url} returned {vecs.shape[1]}-d vectors, expected {self._dim}"
+            )
+        return vecs
+
+
+def _embeddings_url(base_url: str) -> str:
+    """``http://h``, ``http://h/v1`` (the OpenAI SDK's base URL) or the full URL -> the full URL."""
+    url = base_url.rstrip("/")
+    if url.endswith("/v1/embeddings"):
+        return url
+    return url + ("/embeddings" if url.endswith("/v1") else "/v1/embeddings")
+
+
+def _retry_after(resp) -> float:
+    """Seconds a 429/503 response asks us to wait (``Retry-After``), capped at a minute."""
+    try:
+        return min(float(resp.headers.get("retry-after", 0)), 60.0)
+    except ValueError:  # an HTTP date; the exponential backoff will do
+        return 0.0
 
 
 def load_teacher(
