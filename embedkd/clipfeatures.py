@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def pixel_values(processor, images: Sequence) -> "torch.Tensor":  # noqa: F821 - torch imported lazily
+def pixel_values(processor, images: Sequence) -> torch.Tensor:  # noqa: F821 - torch imported lazily
     """Preprocess PIL images into the model's ``pixel_values`` tensor."""
     return processor(images=list(images), return_tensors="pt")["pixel_values"]
 
@@ -22,7 +22,9 @@ def tokenize(processor, texts: Sequence[str], max_length: int | None = None) -> 
     return tok(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="pt")
 
 
-def image_embeddings(model, processor, images: Sequence, *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+def image_embeddings(
+    model, processor, images: Sequence, *, batch_size: int = 64, show_progress: bool = False
+) -> np.ndarray:
     """``(N, D)`` projected image embeddings of PIL ``images``."""
     import torch
     from tqdm.auto import tqdm

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # OpenAI CLIP's pre-tokenisation pattern (as in transformers' CLIPTokenizer).
-CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+CLIP_SPLIT = (
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class SmallClipConfig:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.hidden % self.heads:
             raise ConfigError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
         if self.vocab_size < 300:
@@ -79,7 +83,9 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
     return CLIPTokenizer(vocab=model["vocab"], merges=merges)
 
 
-def build_small_clip(output: str | Path, texts: Iterable[str], config: SmallClipConfig | None = None, *, seed: int = 0) -> Path:
+def build_small_clip(
+    output: str | Path, texts: Iterable[str], config: SmallClipConfig | None = None, *, seed: int = 0
+) -> Path:
     """Write a randomly initialised small ``CLIPModel`` + ``CLIPProcessor`` to ``output``.
 
     Args:

@@ -101,7 +101,7 @@ class CrossModalTeacher(nn.Module):
 
     def __init__(self, config: TeacherConfig) -> None:
         super().__init__()
-        self.config = config
+        self.teacher_config = config
         self.image_to_text = CrossAttention(config.dim, config.heads)
         self.text_to_image = CrossAttention(config.dim, config.heads)
         self.image_out = nn.Linear(config.dim, config.dim)
@@ -129,14 +129,14 @@ class CrossModalTeacher(nn.Module):
     def forward(self, regions, region_mask, tokens, token_mask, text_global, groups=None):
         """Training step: symmetric InfoNCE over the batch's pair scores (``{"loss": ...}``)."""
         scores = self.pair_scores(regions, region_mask, tokens, token_mask, text_global)
-        return {"loss": symmetric_infonce(scores / self.config.temperature, groups)}
+        return {"loss": symmetric_infonce(scores / self.teacher_config.temperature, groups)}
 
     def save(self, directory: str | Path) -> Path:
         """Write ``dclip_teacher.json`` + ``dclip_teacher.pt`` to ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), directory / WEIGHTS_NAME)
-        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.teacher_config), indent=2))
         return directory
 
     @classmethod

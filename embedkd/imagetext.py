@@ -41,7 +41,9 @@ class ImageCaption:
     caption: str
 
 
-def load_pairs(path: str | Path, *, max_samples: int | None = None, check_images: bool = True) -> list[ImageCaption]:
+def load_pairs(
+    path: str | Path, *, max_samples: int | None = None, check_images: bool = True
+) -> list[ImageCaption]:
     """Read the (image, caption) pairs of a Flickr8k-style folder or a COCO-style JSON.
 
     Args:
@@ -65,9 +67,7 @@ def load_pairs(path: str | Path, *, max_samples: int | None = None, check_images
     missing = sorted({name for name, _ in named if not (image_dir / name).is_file()})
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise EmbedkdError(
-            f"{caption_file} names {len(missing)} image(s) missing from {image_dir}: {shown}"
-        )
+        raise EmbedkdError(f"{caption_file} names {len(missing)} image(s) missing from {image_dir}: {shown}")
     pairs = [ImageCaption(image_dir / name, caption) for name, caption in named]
     if check_images:
         for image in dict.fromkeys(p.image for p in pairs):
@@ -129,7 +129,9 @@ def _read_coco(path: Path) -> list[tuple[str, str]]:
     pairs = []
     for ann in annotations:
         if ann.get("image_id") not in files:
-            raise EmbedkdError(f"{path}: annotation names image_id {ann.get('image_id')!r} absent from 'images'")
+            raise EmbedkdError(
+                f"{path}: annotation names image_id {ann.get('image_id')!r} absent from 'images'"
+            )
         pairs.append((files[ann["image_id"]], str(ann.get("caption", "")).strip()))
     return pairs
 
@@ -179,7 +181,9 @@ def split_by_image(
     images = sorted(unique_images(pairs), key=lambda p: p.name)
     n_test = round(len(images) * test_images) if isinstance(test_images, float) else int(test_images)
     if not 0 < n_test < len(images):
-        raise EmbedkdError(f"test_images={test_images!r} leaves no train or no test image ({len(images)} images)")
+        raise EmbedkdError(
+            f"test_images={test_images!r} leaves no train or no test image ({len(images)} images)"
+        )
     random.Random(seed).shuffle(images)
     test = set(images[:n_test])
     return [p for p in pairs if p.image not in test], [p for p in pairs if p.image in test]

@@ -99,9 +99,9 @@ class YoloDetector:
 
     def detect(self, image) -> list[Box]:
         result = self._model.predict(image, conf=self.confidence, verbose=False)[0]
-        found = sorted(
-            zip(result.boxes.conf.tolist(), result.boxes.xyxy.tolist()), key=lambda cb: -cb[0]
-        )[: self.max_boxes]
+        found = sorted(zip(result.boxes.conf.tolist(), result.boxes.xyxy.tolist()), key=lambda cb: -cb[0])[
+            : self.max_boxes
+        ]
         width, height = image.size
         boxes = [(0, 0, width, height)]
         for _, (x0, y0, x1, y1) in found:
@@ -147,7 +147,9 @@ class _CropEncoder:
     def prompt(self, role: str) -> str:
         return "region"
 
-    def encode(self, descriptors: Sequence[str], role: str = "document", *, batch_size: int = 32) -> np.ndarray:
+    def encode(
+        self, descriptors: Sequence[str], role: str = "document", *, batch_size: int = 32
+    ) -> np.ndarray:
         from embedkd.clipfeatures import image_embeddings
 
         crops, opened = [], {}
