@@ -47,11 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from embedkd.errors import ConfigError
     from embedkd.teachers import load_teacher
     from serve.builder import build_index
     from serve.index import IndexSpec
 
+    if not Path(args.corpus).exists():
+        raise ConfigError(f"--corpus {args.corpus} does not exist")
     for name in ("shards", "batch_size", "max_seq_length", "max_docs"):
         value = getattr(args, name)
         if value is not None and value < 1:

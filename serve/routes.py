@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from serve.deps import Batcher, MetricsDep, Service, Settings, require_read_key, require_write_key
+from serve.deps import (
+    Batcher,
+    MetricsDep,
+    SearchExecutor,
+    Service,
+    Settings,
+    require_read_key,
+    require_write_key,
+)
 from serve.schemas import (
     ERROR_RESPONSES,
     DeleteResponse,
@@ -38,7 +47,12 @@ def _limit(name: str, value: int, limit: int) -> None:
 
 @search_router.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
 async def search(
-    body: SearchRequest, svc: Service, batcher: Batcher, settings: Settings, metrics: MetricsDep
+    body: SearchRequest,
+    svc: Service,
+    batcher: Batcher,
+    settings: Settings,
+    metrics: MetricsDep,
+    executor: SearchExecutor,
 ):
     """Embed the query (or queries) with the student and return the top ``k`` documents."""
     texts = [body.query] if body.query is not None else list(body.queries or [])
@@ -48,7 +62,10 @@ async def search(
     start = time.perf_counter()
     vectors, truncated = await batcher.encode(texts)
     encoded = time.perf_counter()
-    hits = await run_in_threadpool(svc.search, vectors, body.k, body.filter, body.include_text)
+    # A few long-lived search threads (not the shared pool): their SQLite connections stay open.
+    hits = await asyncio.get_running_loop().run_in_executor(
+        executor, svc.search, vectors, body.k, body.filter, body.include_text
+    )
     done = time.perf_counter()
     metrics.search_seconds.observe(done - encoded)
     rows = [

@@ -88,6 +88,7 @@ class DocStore:
         self._write_lock = threading.Lock()
         if not read_only:
             conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")  # persistent: readers and writer run concurrently
             conn.executescript(SCHEMA)
             conn.commit()
         self._fields = {row[0] for row in self._conn().execute("SELECT name FROM fields")}
@@ -100,7 +101,6 @@ class DocStore:
                     conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
                 else:
                     conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-                    conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA busy_timeout=30000")
             except sqlite3.DatabaseError as exc:

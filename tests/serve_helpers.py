@@ -1,0 +1,98 @@
+"""Helpers for the serve tests: a real ``embedkd serve`` subprocess on a free loopback port, and corpora."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_corpus(path: Path, n: int, groups: int = 3) -> Path:
+    """A small BEIR-style jsonl corpus with ``group`` metadata."""
+    topics = ["protein folding", "heart disease", "gene expression", "vaccine trials", "brain imaging"]
+    with path.open("w") as f:
+        for i in range(n):
+            row = {
+                "_id": f"d{i}",
+                "title": f"Study {i} on {topics[i % len(topics)]}",
+                "text": f"Document {i} reports results about {topics[(i * 7) % len(topics)]} in cohort {i * 13}.",
+                "metadata": {"group": f"g{i % groups}", "n": i},
+            }
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+class Server:
+    """``python -m embedkd serve ...`` on 127.0.0.1:<free port>, its output in ``log``."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+        cmd = [
+            sys.executable,
+            "-m",
+            "embedkd",
+            "serve",
+            *args,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self._log_file = log.open("ab")
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout: float = 180.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.kill9()
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        self._log_file.flush()
+        return self.log.read_bytes()[-n:].decode(errors="replace")
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._log_file.close()
+
+    def stop(self) -> int:
+        """Graceful stop (SIGTERM: the service snapshots pending writes)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        if not self._log_file.closed:
+            self._log_file.close()
+        return self.proc.returncode
