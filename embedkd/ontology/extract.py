@@ -226,8 +226,8 @@ class ConceptExtractor:
         return automaton
 
     def _build_context(self):
-        import spacy
         import negspacy.negation  # noqa: F401  (registers the "negex" factory)
+        import spacy
         from negspacy.termsets import termset
 
         nlp = spacy.blank("en")

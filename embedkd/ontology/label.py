@@ -163,7 +163,9 @@ def write_labels(rows: Iterable[dict], path: str | Path) -> Path:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             for r in rows:
-                writer.writerow({k: ";".join(v) if isinstance(v, list) else v for k, v in r.items()})
+                writer.writerow(
+                    {k: ";".join(v) if isinstance(v, list) else v for k, v in r.items() if k in fields}
+                )
     else:
         with tmp.open("w", encoding="utf-8") as f:
             for r in rows:

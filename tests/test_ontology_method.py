@@ -1,0 +1,126 @@
+"""``embedkd distill --method ontology``: pair sampling and a tiny end-to-end training run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from ontology_helpers import write_tiny
+
+from embedkd.cli import main
+from embedkd.errors import ConfigError
+from embedkd.methods.ontology import OntologyDistillConfig
+from embedkd.methods.ontology_train import sample_pairs
+from embedkd.ontology import ConceptSets, SetIndex, TverskySimilarity, load_ontologies
+
+PHRASES = [
+    "Enlarged heart.",
+    "No effusion.",
+    "Pleural effusion.",
+    "Calcified granuloma.",
+    "Pacer in place.",
+    "Possible pneumonia.",
+    "Airspace consolidation.",
+    "Lungs are clear.",
+    "Granuloma.",
+    "Opacification.",
+]
+
+
+def _reports(path, n=30, seed=0):
+    rng = random.Random(seed)
+    rows = ["uid,findings,impression"]
+    for i in range(n):
+        rows.append(f'{i},"{" ".join(rng.sample(PHRASES, 3))}","report {i}"')
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_sample_pairs_hard_share(tmp_path):
+    graph = load_ontologies([write_tiny(tmp_path)["tsv"]])
+    sim = TverskySimilarity(graph)
+    docs = [ConceptSets.from_ids([f"T:{2 + i % 3}"]) for i in range(12)] + [ConceptSets()] * 3
+    index = SetIndex(sim, docs)
+    pairs = sample_pairs(index, 30, 1.0, seed=0)
+    assert len(pairs) == len(set(pairs)) == 30
+    assert all(i < j for i, j in pairs)
+    assert all(index.candidates(index.profiles[i]) & {j} for i, j in pairs)  # all share a concept
+    assert len(sample_pairs(index, 10**6, 0.0, seed=0)) == 15 * 14 // 2  # capped at all pairs
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="--hard-fraction"):
+        OntologyDistillConfig(data=("x",), hard_fraction=2).validate()
+    with pytest.raises(ConfigError, match="no --data"):
+        OntologyDistillConfig().validate()
+    with pytest.raises(ConfigError, match="alpha"):
+        OntologyDistillConfig(data=("x",), alpha=3).validate()
+
+
+def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
+    from sentence_transformers import SentenceTransformer
+
+    tiny = write_tiny(tmp_path / "onto")
+    reports = _reports(tmp_path / "reports.csv")
+    out = tmp_path / "student"
+    code = main(
+        [
+            "distill",
+            "--method",
+            "ontology",
+            "--teacher",
+            str(tiny["tsv"]),
+            "--student",
+            tiny_st_factory(),
+            "--data",
+            str(reports),
+            "--output",
+            str(out),
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--pairs",
+            "40",
+            "--heldout",
+            "5",
+            "--heldout-pairs",
+            "8",
+            "--depth",
+            "1",
+            "--save-steps",
+            "100",
+        ]
+    )
+    assert code == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    model = SentenceTransformer(str(out), device="cpu")
+    assert model.encode(["Enlarged heart."]).shape == (1, 32)
+    report = json.loads((out / "embedkd_ontology.json").read_text())
+    assert report["steps"] == 3 and report["train_pairs"] == 40 and report["heldout_texts"] == 5
+    assert report["method"] == "ontology"
+    card = (out / "README.md").read_text()
+    assert "Ontology teacher fidelity" in card and "weighted Tversky" in card
+
+
+def test_distill_bad_ontology_is_one_error(tmp_path, tiny_st_factory, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("id\tname\tsynonyms\tparents\ttype\nX:1\tthing\t\tX:2\tfinding\n")
+    code = main(
+        [
+            "distill",
+            "--method",
+            "ontology",
+            "--teacher",
+            str(bad),
+            "--student",
+            tiny_st_factory(),
+            "--data",
+            str(_reports(tmp_path / "r.csv")),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "X:2" in err[0]
