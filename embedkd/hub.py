@@ -114,22 +114,36 @@ def _assemble_mpnet() -> Path | None:
         if len(missing) < len(MPNET_PARTS):
             raise EmbedkdError(f"all-mpnet-base-v2 is only partly installed; missing {', '.join(missing)}")
         return None
-    logger.info("assembling all-mpnet-base-v2 from %d offline package parts into %s", len(parts), target)
+    from filelock import FileLock  # comes with huggingface_hub and torch
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (torchrun ranks, parallel jobs) may resolve the model at once on a fresh
+    # machine: one assembles, the others wait and then find it complete.
+    with FileLock(str(target.parent / ".all-mpnet-base-v2.lock")):
+        if (target / ".complete").exists():
+            return target
+        logger.info("assembling all-mpnet-base-v2 from %d offline package parts into %s", len(parts), target)
+        try:
+            _join_and_unzip(parts, target)  # type: ignore[arg-type]
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise EmbedkdError(f"could not assemble all-mpnet-base-v2 into {target}: {exc}") from exc
+    return target
+
+
+def _join_and_unzip(parts: list[tuple[Path, str]], target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         joined = Path(tmp) / "model.zip"
         with joined.open("wb") as out:
-            for path, expected in parts:  # type: ignore[misc]
+            for path, expected in parts:
                 _copy_checked(path, expected, out)
         staging = Path(tmp) / "unzipped"
         with zipfile.ZipFile(joined) as zf:
             zf.extractall(staging)
         root = _model_root(staging)
         (root / ".complete").write_text("ok\n")
-        if target.exists():
+        if target.exists():  # an incomplete copy from an interrupted run
             shutil.rmtree(target)
         os.replace(root, target)
-    return target
 
 
 def _package_part(dist_name: str) -> tuple[Path, str] | None:
