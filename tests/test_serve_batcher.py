@@ -1,0 +1,132 @@
+"""serve.batcher: concurrent queries share forward passes, run off the event loop, wait boundedly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from serve.batcher import MicroBatcher
+
+
+class FakeEncoder:
+    """Vector = [len(text), batch number]; each call blocks its thread like a forward pass."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        self.seconds, self.batches = seconds, []
+
+    def __call__(self, texts: list[str]):
+        self.batches.append(list(texts))
+        time.sleep(self.seconds)
+        n = len(self.batches)
+        return np.array([[len(t), n] for t in texts], np.float32), [len(t) > 5 for t in texts]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_queries_share_forward_passes():
+    enc = FakeEncoder()
+
+    async def main():
+        b = MicroBatcher(enc, max_size=64, max_wait_ms=2)
+        await b.start()
+        texts = ["x" * (i + 1) for i in range(20)]
+        first = asyncio.create_task(b.encode([texts[0]]))
+        await asyncio.sleep(0.01)  # the first forward pass is running now
+        outs = [await first, *await asyncio.gather(*(b.encode([t]) for t in texts[1:]))]
+        await b.stop()
+        return texts, outs
+
+    texts, outs = run(main())
+    assert [len(batch) for batch in enc.batches] == [1, 19]  # the rest queued during the first pass
+    for text, (vecs, truncated) in zip(texts, outs):
+        assert vecs.shape == (1, 2) and vecs[0, 0] == len(text)
+        assert truncated == [len(text) > 5]
+
+
+def test_batches_never_exceed_max_size_and_multi_text_requests_come_back_in_order():
+    enc = FakeEncoder(0.02)
+
+    async def main():
+        b = MicroBatcher(enc, max_size=4, max_wait_ms=0)
+        await b.start()
+        many = await b.encode(["a", "bb", "ccc", "dddd", "eeeee", "ffffff"])
+        await b.stop()
+        return many
+
+    vecs, truncated = run(main())
+    assert vecs[:, 0].tolist() == [1, 2, 3, 4, 5, 6] and truncated == [False] * 5 + [True]
+    assert max(len(batch) for batch in enc.batches) <= 4
+
+
+def test_encoding_runs_off_the_event_loop_and_lone_query_does_not_wait():
+    enc = FakeEncoder(0.2)
+
+    async def main():
+        b = MicroBatcher(enc, max_size=8, max_wait_ms=5)
+        await b.start()
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        start = time.perf_counter()
+        await b.encode(["lonely"])
+        took = time.perf_counter() - start
+        task.cancel()
+        await b.stop()
+        return ticks, took
+
+    ticks, took = run(main())
+    assert ticks >= 5  # the loop kept running during the 200 ms "forward pass"
+    assert took < 0.2 + 0.1
+
+
+def test_wait_under_load_is_bounded():
+    enc = FakeEncoder(0.0)
+
+    async def main():
+        b = MicroBatcher(enc, max_size=64, max_wait_ms=5)
+        await b.start()
+        await asyncio.gather(*(b.encode([f"{i}"]) for i in range(4)))  # leaves the batcher "under load"
+        start = time.perf_counter()
+        await b.encode(["alone"])
+        took = time.perf_counter() - start
+        await b.stop()
+        return took
+
+    assert run(main()) < 0.005 + 0.05
+
+
+def test_errors_reach_every_waiting_request_and_batcher_survives():
+    calls = []
+
+    def flaky(texts):
+        calls.append(texts)
+        if len(calls) == 1:
+            raise RuntimeError("model exploded")
+        return np.ones((len(texts), 2), np.float32), [False] * len(texts)
+
+    async def main():
+        b = MicroBatcher(flaky, max_wait_ms=0)
+        await b.start()
+        with pytest.raises(RuntimeError, match="model exploded"):
+            await b.encode(["a"])
+        vecs, _ = await b.encode(["b"])
+        await b.stop()
+        return vecs
+
+    assert run(main()).shape == (1, 2)
+
+
+def test_rejects_unbounded_wait():
+    with pytest.raises(ValueError, match="max_wait_ms <= 5"):
+        MicroBatcher(FakeEncoder(), max_wait_ms=50)

@@ -1,0 +1,142 @@
+"""serve.service: writes, replay after a crash, replicas, model checks (in-process, fake encoders)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from serve_helpers import write_corpus
+
+from embedkd.errors import ConfigError, EmbedkdError
+from serve.builder import build_index
+from serve.encoders import QueryEncoder, load_query_encoder
+from serve.index import IndexSpec
+from serve.service import ReadOnlyError, SearchService, ServiceOptions, UnknownFieldError
+from serve.store import Document
+
+DIM = 16
+
+
+def _vec(text: str) -> np.ndarray:
+    seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+
+
+class HashTeacher:
+    """Deterministic teacher: a text's vector is seeded by its hash."""
+
+    id, dim, name = "hash-teacher", DIM, "hash-teacher"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def prompt(self, role: str) -> str:
+        return ""
+
+    def encode(self, texts, role="document", *, batch_size=32, show_progress=False):
+        self.calls += len(texts)
+        return np.stack([_vec(t) for t in texts])
+
+
+class HashEncoder(QueryEncoder):
+    """Query encoder in the same hashed space (a query equal to a document's text finds it)."""
+
+    def __init__(self) -> None:
+        self.name, self.dim, self.max_seq_length = "hash-student", DIM, 8
+
+    def encode(self, texts):
+        return np.stack([_vec(t) for t in texts]), [len(t.split()) > 8 for t in texts]
+
+
+@pytest.fixture
+def index_dir(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 30)
+    build_index(corpus, HashTeacher(), tmp_path / "idx", cache_dir=tmp_path / "cache", show_progress=False)
+    return tmp_path / "idx"
+
+
+def _open(index_dir, teacher=True, **options) -> SearchService:
+    opts = ServiceOptions(cache_dir=str(index_dir.parent / "cache"), **options)
+    return SearchService.open(index_dir, HashEncoder(), HashTeacher() if teacher else None, opts)
+
+
+def _top(svc: SearchService, text: str, k: int = 1, filters=None) -> list[str]:
+    vecs, _ = svc.encode_queries([text])
+    return [h.id for h in svc.search(vecs, k, filters)[0]]
+
+
+def test_search_finds_exact_document_and_filters(index_dir):
+    svc = _open(index_dir)
+    doc = json.loads((index_dir.parent / "corpus.jsonl").read_text().splitlines()[4])
+    assert _top(svc, f"{doc['title']} {doc['text']}") == ["d4"]
+    hits = svc.search(svc.encode_queries(["anything"])[0], 30, {"group": "g1"})[0]
+    assert sorted(h.id for h in hits) == sorted(f"d{i}" for i in range(1, 30, 3))
+    assert _top(svc, "anything", 5, {"n": [3, 7]}) in (["d3", "d7"], ["d7", "d3"])
+    with pytest.raises(UnknownFieldError, match="unknown filter field.*colour.*known fields: group, n"):
+        svc.search(svc.encode_queries(["x"])[0], 3, {"colour": "red"})
+    svc.close()
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_acknowledged_writes_survive_a_crash_via_replay(tmp_path, index_type):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 20)
+    idx = tmp_path / "idx"
+    build_index(
+        corpus, HashTeacher(), idx, IndexSpec(index_type), cache_dir=tmp_path / "cache", show_progress=False
+    )
+    svc = _open(idx, snapshot_every=0)
+    svc.upsert([Document("new", "a brand new document"), Document("d3", "d3 rewritten")])
+    assert svc.delete("d5") and not svc.delete("nope")
+    # no close(): the process "dies" with everything after the build only in the write-ahead log
+    again = _open(idx)
+    assert again.applied_seq == 3 and again.snapshot_name == "snap-000000000003"  # replayed, then snapshotted
+    assert _top(again, "a brand new document") == ["new"]
+    assert _top(again, "d3 rewritten") == ["d3"]
+    assert "d5" not in _top(again, "anything", 25)
+    assert again.store.get("d3").text == "d3 rewritten" and again.store.count() == 20
+    assert list(again.store.records_after(0)) == []  # the snapshot holds them all; the log was truncated
+    again.close()
+
+
+def test_teacher_embeds_each_text_once_through_the_cache(index_dir):
+    svc = _open(index_dir)
+    svc.upsert([Document("x", "same text")])
+    svc.upsert([Document("y", "same text")])
+    svc.embed_documents(["same text"])
+    assert svc.teacher.calls == 1
+
+
+def test_read_only_without_teacher_and_mmap_replica_follows_writer(index_dir):
+    reader = _open(index_dir, teacher=False)
+    with pytest.raises(ReadOnlyError, match="no teacher"):
+        reader.upsert([Document("z", "zzz")])
+    writer = _open(index_dir, snapshot_every=2)
+    writer.upsert([Document("w1", "first write")])
+    replica = _open(index_dir, teacher=False, mmap=True)
+    assert replica.read_only and _top(replica, "first write") == ["w1"]  # from the log, in its delta
+    writer.upsert([Document("w2", "second write")])  # triggers a snapshot + log truncation
+    writer.upsert([Document("w3", "third write")])
+    writer.delete("w1")
+    replica.sync()
+    assert _top(replica, "third write") == ["w3"] and _top(replica, "second write") == ["w2"]
+    assert "w1" not in _top(replica, "first write", 40)
+    assert replica.stats()["documents"] == 32
+
+
+def test_student_with_wrong_dimension_is_refused(index_dir, tiny_st_factory):
+    from serve.snapshot import read_meta
+
+    with pytest.raises(ConfigError, match=r"outputs 48-d vectors but the index .* 16-d"):
+        load_query_encoder(tiny_st_factory(hidden=48), read_meta(index_dir))
+
+
+def test_wrong_teacher_and_missing_index_are_refused(index_dir, tmp_path):
+    class Other(HashTeacher):
+        id = "other-teacher"
+
+    with pytest.raises(EmbedkdError, match="not the index's teacher"):
+        SearchService.open(index_dir, HashEncoder(), Other())
+    with pytest.raises(EmbedkdError, match="does not exist"):
+        SearchService.open(tmp_path / "nowhere", HashEncoder())
