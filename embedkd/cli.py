@@ -53,7 +53,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         if name != chosen:
             sub.add_parser(name, help=_help_of(module_name), add_help=False)
             continue
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise EmbedkdError(f"command {name!r} is unavailable here ({exc})") from exc
         sp = sub.add_parser(name, help=module.HELP, description=module.HELP)
         sp.embedkd_argv = argv  # lets a command add options that depend on others (distill --method)
         module.add_arguments(sp)
@@ -71,19 +74,31 @@ def _help_of(module_name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``embedkd`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    debug = "--debug" in argv or bool(os.environ.get("EMBEDKD_DEBUG"))
+    try:
+        parser = build_parser(argv)
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        return _report(exc)
     args = parser.parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as exc:
-        if args.debug or os.environ.get("EMBEDKD_DEBUG"):
+        if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _report(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _report(exc: BaseException) -> int:
+    """Print a user error as exactly one ``error:`` line; exit code 2 (as argparse's own errors)."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,7 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_common_arguments(parser)
     method = _method_in_argv(getattr(parser, "embedkd_argv", sys.argv[1:])) or "leaf"
-    get_method(method).add_arguments(parser.add_argument_group(f"{method} options"))
+    if method not in METHODS:
+        return  # argparse's choices check reports the bad --method as one clear error
+    try:
+        module = get_method(method)
+    except ImportError as exc:
+        parser.error(f"--method {method} is unavailable here ({exc})")
+    module.add_arguments(parser.add_argument_group(f"{method} options"))
 
 
 def _method_in_argv(argv: list[str]) -> str | None:
