@@ -1,0 +1,70 @@
+"""Students: layer pruning, projection to the teacher dim, least-squares projection init."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from embedkd.errors import ConfigError
+from embedkd.students import build_student, evenly_spaced_layers, init_projection_lstsq, prune_layers
+
+
+def test_evenly_spaced_layers():
+    assert evenly_spaced_layers(6, 3) == (0, 2, 5) or evenly_spaced_layers(6, 3) == (0, 3, 5)
+    assert evenly_spaced_layers(12, 4) == (0, 4, 7, 11)
+    assert evenly_spaced_layers(6, 6) == (0, 1, 2, 3, 4, 5)
+    assert evenly_spaced_layers(6, 1) == (5,)
+    assert evenly_spaced_layers(4, 2) == (0, 3)
+
+
+def test_prune_keeps_exactly_the_named_layers(tiny_st_factory):
+    model = SentenceTransformer(tiny_st_factory(layers=4), device="cpu")
+    layers = model[0].auto_model.encoder.layer
+    kept_params = [layers[i].attention.self.query.weight.clone() for i in (1, 3)]
+    assert prune_layers(model, layers=(1, 3)) == (1, 3)
+    new = model[0].auto_model.encoder.layer
+    assert len(new) == 2 and model[0].auto_model.config.num_hidden_layers == 2
+    for old, layer in zip(kept_params, new):
+        assert torch.equal(old, layer.attention.self.query.weight)
+    assert model.encode(["still works"]).shape == (1, 32)
+
+
+@pytest.mark.parametrize("layers", [(0, 7), (2, 1), (1, 1)])
+def test_prune_rejects_bad_layers(tiny_st_factory, layers):
+    model = SentenceTransformer(tiny_st_factory(layers=4), device="cpu")
+    with pytest.raises(ConfigError, match="student-layers"):
+        prune_layers(model, layers=layers)
+
+
+def test_projection_is_saved_inside_the_student(tiny_st_factory, tmp_path):
+    student = build_student(tiny_st_factory(hidden=32), teacher_dim=48, num_layers=1)
+    assert student.get_embedding_dimension() == 48
+    student.save(str(tmp_path / "s"))
+    reloaded = SentenceTransformer(str(tmp_path / "s"), device="cpu")
+    assert reloaded.encode(["hi"]).shape == (1, 48)
+    np.testing.assert_allclose(reloaded.encode(["hi"]), student.encode(["hi"]), atol=1e-5)
+
+
+def test_no_projection_with_mismatched_dims_is_an_error(tiny_st_factory):
+    with pytest.raises(ConfigError, match="32-d .* 48-d"):
+        build_student(tiny_st_factory(hidden=32), teacher_dim=48, projection=False)
+
+
+def test_same_dims_get_no_projection(tiny_st_factory):
+    student = build_student(tiny_st_factory(hidden=32), teacher_dim=32)
+    assert type(student[-1]).__name__ != "Dense"
+
+
+def test_lstsq_init_recovers_a_linear_target(tiny_st_factory):
+    student = build_student(tiny_st_factory(hidden=32), teacher_dim=16)
+    texts = [f"text number {i} with words {i * 7 % 13}" for i in range(120)]
+    body = SentenceTransformer(modules=list(student)[:-1], device="cpu")
+    feats = body.encode(texts)
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(32, 16)), rng.normal(size=16)
+    targets = (feats @ w + b).astype(np.float32)
+    fit = init_projection_lstsq(student, texts, targets)
+    assert fit > 0.999
+    np.testing.assert_allclose(student.encode(texts[:5]), targets[:5], atol=1e-2)
