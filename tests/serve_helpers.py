@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+
+from serve.encoders import QueryEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +65,7 @@ class Server:
             cmd, cwd=REPO, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT
         )
 
-    def wait_ready(self, timeout: float = 180.0) -> Server:
+    def wait_ready(self, timeout: float = 600.0) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -76,7 +80,8 @@ class Server:
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.tail()}")
 
     def tail(self, n: int = 4000) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_bytes()[-n:].decode(errors="replace")
 
     def kill9(self) -> None:
@@ -96,3 +101,37 @@ class Server:
         if not self._log_file.closed:
             self._log_file.close()
         return self.proc.returncode
+
+
+DIM = 16
+
+
+def _vec(text: str) -> np.ndarray:
+    seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+
+
+class HashTeacher:
+    """Deterministic teacher: a text's vector is seeded by its hash."""
+
+    id, dim, name = "hash-teacher", DIM, "hash-teacher"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def prompt(self, role: str) -> str:
+        return ""
+
+    def encode(self, texts, role="document", *, batch_size=32, show_progress=False):
+        self.calls += len(texts)
+        return np.stack([_vec(t) for t in texts])
+
+
+class HashEncoder(QueryEncoder):
+    """Query encoder in the same hashed space (a query equal to a document's text finds it)."""
+
+    def __init__(self) -> None:
+        self.name, self.dim, self.max_seq_length = "hash-student", DIM, 8
+
+    def encode(self, texts):
+        return np.stack([_vec(t) for t in texts]), [len(t.split()) > 8 for t in texts]
