@@ -1,0 +1,264 @@
+"""Serving load benchmark: the student as query encoder vs the teacher, through a real server.
+
+For each query encoder (student, then teacher) this script starts a real ``embedkd serve`` process on
+127.0.0.1 over the same index (read-only), and drives it with its own asyncio HTTP client at
+concurrency 1, 8 and 32 (a fixed number of requests per level, SciFact test queries, ``k=10``):
+QPS and p50/p95/p99 latency as the client sees it. It also measures, in-process and before any
+server runs, the bare single-query cost: one ``encode`` of one query plus one index search (median),
+which is what the service's concurrency-1 latency is compared with.
+
+Example (the SciFact index from ``embedkd index``, mpnet documents at 256 tokens)::
+
+    nice -n 5 python bench/serve_load.py --index-dir /work/runs/idx-scifact \\
+        --student /work/runs/leaf-minilm --teacher sentence-transformers/all-mpnet-base-v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+logger = logging.getLogger("bench.serve_load")
+LEVELS = (1, 8, 32)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--index-dir", required=True, help="index directory built by `embedkd index`")
+    p.add_argument("--student", required=True, help="student query encoder (SentenceTransformer dir or id)")
+    p.add_argument("--teacher", required=True, help="the teacher, served as query encoder for comparison")
+    p.add_argument("--queries", default=str(REPO.parent / "shared/data/beir-scifact"), help="BEIR folder")
+    p.add_argument("--requests", type=int, default=96, help="requests per concurrency level (default 96)")
+    p.add_argument("--bare-queries", type=int, default=60, help="queries timed in-process (default 60)")
+    p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--note", default="", help="free text recorded with the results (e.g. which student)")
+    p.add_argument("--output", default=str(REPO / "bench/results/serve_load.json"))
+    return p.parse_args(argv)
+
+
+def load_queries(folder: Path) -> list[str]:
+    """SciFact test queries (ids from qrels/test.tsv), in file order."""
+    test_ids = {line.split("\t")[0] for line in (folder / "qrels/test.tsv").read_text().splitlines()[1:]}
+    rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines() if line.strip()]
+    return [r["text"] for r in rows if r["_id"] in test_ids]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def bare_timing(index_dir: str, model: str, queries: list[str], k: int) -> dict:
+    """Median in-process cost of encoding one query and searching the index with it."""
+    from serve.encoders import load_query_encoder
+    from serve.snapshot import read_meta, read_snapshot
+
+    meta = read_meta(index_dir)
+    index = read_snapshot(index_dir, meta).index
+    encoder = load_query_encoder(model, meta)
+    for q in queries[:5]:  # warm-up
+        index.search(encoder.encode([q])[0], k)
+    enc, srch, total = [], [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        vec, _ = encoder.encode([q])
+        t1 = time.perf_counter()
+        index.search(vec, k)
+        t2 = time.perf_counter()
+        enc.append(t1 - t0)
+        srch.append(t2 - t1)
+        total.append(t2 - t0)
+    ms = lambda xs: round(statistics.median(xs) * 1000, 3)  # noqa: E731
+    return {
+        "encode_ms": ms(enc),
+        "search_ms": ms(srch),
+        "encode_plus_search_ms": ms(total),
+        "n": len(queries),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(index_dir: str, encoder: str, log: Path) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "embedkd", "-q", "serve", "--index-dir", index_dir, "--student", encoder]
+    cmd += ["--read-only", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"server not ready; see {log}")
+
+
+async def load_level(url: str, queries: list[str], concurrency: int, total: int, k: int) -> dict:
+    """``total`` requests from ``concurrency`` clients that each send the next one as soon as one returns."""
+    import httpx
+
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            for i in counter:
+                t0 = time.perf_counter()
+                resp = await client.post("/search", json={"query": queries[i % len(queries)], "k": k})
+                latencies.append(time.perf_counter() - t0)
+                resp.raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    ms = lambda q: round(percentile(latencies, q) * 1000, 2)  # noqa: E731
+    return {
+        "qps": round(total / wall, 2),
+        "p50_ms": ms(0.5),
+        "p95_ms": ms(0.95),
+        "p99_ms": ms(0.99),
+        "n": total,
+    }
+
+
+def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Path) -> dict:
+    import httpx
+
+    proc, url = start_server(index_dir, encoder, log)
+    try:
+        for q in queries[:8]:  # warm-up
+            httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=300).raise_for_status()
+        out = {}
+        for c in LEVELS:
+            out[c] = asyncio.run(load_level(url, queries, c, max(args.requests, 2 * c), args.k))
+            logger.info("%s c=%d: %s", encoder, c, out[c])
+        return out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    from serve.snapshot import read_meta
+
+    meta = read_meta(args.index_dir)
+    queries = load_queries(Path(args.queries))
+    load_start = os.getloadavg()
+    bare = {
+        "student": bare_timing(args.index_dir, args.student, queries[: args.bare_queries], args.k),
+        "teacher": bare_timing(args.index_dir, args.teacher, queries[: args.bare_queries], args.k),
+    }
+    logger.info("bare: %s", bare)
+    log = Path(args.output).with_suffix(".server.log")
+    log.unlink(missing_ok=True)
+    served = {
+        "student": run_service(args.index_dir, args.student, queries, args, log),
+        "teacher": run_service(args.index_dir, args.teacher, queries, args, log),
+    }
+    result = summarize(args, meta, bare, served, load_start, len(queries))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) -> dict:
+    s, t = served["student"], served["teacher"]
+    result = {
+        "command": "nice -n 5 python bench/serve_load.py " + shlex.join(sys.argv[1:]),
+        "note": args.note,
+        "index": {
+            "dir": args.index_dir,
+            "teacher": meta.teacher_id,
+            "dim": meta.dim,
+            "type": meta.index_type,
+        },
+        "student": args.student,
+        "teacher": args.teacher,
+        "queries": f"SciFact test queries ({n_queries}), k={args.k}, {args.requests} requests per level",
+        "bare_encode_plus_search_ms": bare["student"]["encode_plus_search_ms"],
+        "bare_encode_ms": bare["student"]["encode_ms"],
+        "bare_search_ms": bare["student"]["search_ms"],
+        "teacher_bare_encode_plus_search_ms": bare["teacher"]["encode_plus_search_ms"],
+    }
+    for prefix, runs in (("", s), ("teacher_", t)):
+        for c, r in runs.items():
+            for key in ("qps", "p50_ms", "p95_ms", "p99_ms"):
+                result[f"{prefix}c{c}_{key}"] = r[key]
+    result["c1_p50_over_bare"] = round(result["c1_p50_ms"] / result["bare_encode_plus_search_ms"], 3)
+    result["c32_qps_over_teacher"] = round(result["c32_qps"] / result["teacher_c32_qps"], 3)
+    result["targets_met"] = {
+        "c1_p50_le_1.3x_bare": result["c1_p50_over_bare"] <= 1.3,
+        "c32_qps_ge_3x_teacher": result["c32_qps_over_teacher"] >= 3.0,
+    }
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "loadavg_1m_start": round(load_start[0], 2),
+        "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        "note": "shared 2-core machine; client and server on the same host (loopback)",
+    }
+    return result
+
+
+def markdown(r: dict) -> str:
+    rows = [
+        "| query encoder | bare encode+search (ms) | c1 p50 / p95 / p99 (ms) | c1 QPS | c8 QPS | c32 QPS | c32 p50 / p99 (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, p, bare in (
+        ("student", "", r["bare_encode_plus_search_ms"]),
+        ("teacher", "teacher_", r["teacher_bare_encode_plus_search_ms"]),
+    ):
+        rows.append(
+            f"| {name}: `{r[name]}` | {bare} | {r[p + 'c1_p50_ms']} / {r[p + 'c1_p95_ms']} / {r[p + 'c1_p99_ms']} "
+            f"| {r[p + 'c1_qps']} | {r[p + 'c8_qps']} | {r[p + 'c32_qps']} | {r[p + 'c32_p50_ms']} / {r[p + 'c32_p99_ms']} |"
+        )
+    rows.append("")
+    rows.append(
+        f"c1 p50 / bare = {r['c1_p50_over_bare']} (target <= 1.3); c32 QPS student / teacher = "
+        f"{r['c32_qps_over_teacher']} (target >= 3). {r['queries']}. Index: {r['index']['teacher']} "
+        f"({r['index']['type']}, {r['index']['dim']}-d). Load average {r['machine']['loadavg_1m_start']} -> "
+        f"{r['machine']['loadavg_1m_end']} on {r['machine']['cpus']} CPUs. {r['note']}"
+    )
+    rows.append(f"\nCommand: `{r['command']}`\n")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
