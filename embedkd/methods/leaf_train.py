@@ -29,7 +29,7 @@ def _training_args(config: LeafConfig, n_train: int):
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         learning_rate=t.lr,
-        warmup_ratio=t.warmup_ratio,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
         seed=t.seed,
         data_seed=t.seed,
@@ -81,6 +81,7 @@ def train_leaf(config: LeafConfig) -> Path:
     from embedkd.cache import TeacherCache
     from embedkd.data import load_texts
     from embedkd.fidelity import FidelityEvaluator, fidelity, write_fidelity
+    from embedkd.hub import resolve_model
     from embedkd.methods.leaf import split_texts
     from embedkd.modelcard import write_model_card
     from embedkd.students import build_student, init_projection_lstsq
@@ -88,6 +89,9 @@ def train_leaf(config: LeafConfig) -> Path:
 
     started = time.time()
     resume_from = _resume_checkpoint(config)
+    if not config.teacher.startswith(("http://", "https://")) and not config.teacher.endswith(".npy"):
+        resolve_model(config.teacher)  # fail on an unknown model before any loading or reading
+    resolve_model(config.student)
     texts = load_texts(config.data, config.text_column)
     train_texts, heldout_texts = split_texts(texts, config.max_samples, config.heldout, config.training.seed)
     logger.info("LEAF: %d training texts, %d held-out texts", len(train_texts), len(heldout_texts))
