@@ -8,17 +8,40 @@ import sys
 HELP = "distil a teacher into a small student (--method leaf|dse|dclip|ontology)"
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every method shares: models, data, output and the trainer's knobs."""
+def add_common_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Options every method shares: models, data, output and the trainer's knobs.
+
+    Args:
+        parser: the ``distill`` parser.
+        required: whether models, data and output must be given (LEAF has offline defaults for all four).
+    """
     g = parser.add_argument_group("models, data and output")
+    default = " (default: %(default)s)" if not required else ""
     g.add_argument(
         "--teacher",
-        required=True,
-        help="teacher model: local dir, HF id, offline package id, or method-specific spec",
+        required=required,
+        default=None if required else "sentence-transformers/all-mpnet-base-v2",
+        help="teacher model: local dir, HF id, offline package id, or method-specific spec" + default,
     )
-    g.add_argument("--student", required=True, help="student model: local dir, HF id or offline package id")
-    g.add_argument("--data", nargs="+", required=True, help="training data file(s) or folder(s)")
-    g.add_argument("--output", required=True, help="output directory for the trained student")
+    g.add_argument(
+        "--student",
+        required=required,
+        default=None if required else "sentence-transformers/all-MiniLM-L6-v2",
+        help="student model: local dir, HF id or offline package id" + default,
+    )
+    g.add_argument(
+        "--data",
+        nargs="+",
+        required=required,
+        default=None if required else ["stdlib-docs"],
+        help="training data file(s) or folder(s)" + default,
+    )
+    g.add_argument(
+        "--output",
+        required=required,
+        default=None if required else "runs/leaf-default",
+        help="output directory for the trained student" + default,
+    )
     g.add_argument("--max-samples", type=int, default=None, help="use at most this many training examples")
     g.add_argument(
         "--cache-dir", default=None, help="teacher cache directory (default: ~/.cache/embedkd/teacher)"
@@ -41,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method", default="leaf", choices=list(METHODS), help="distillation method (default leaf)"
     )
-    add_common_arguments(parser)
     method = _method_in_argv(getattr(parser, "embedkd_argv", sys.argv[1:])) or "leaf"
+    add_common_arguments(parser, required=method != "leaf")
     if method not in METHODS:
         return  # argparse's choices check reports the bad --method as one clear error
     try:
