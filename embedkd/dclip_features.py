@@ -39,11 +39,13 @@ class PairFeatures:
     def batch(self, captions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher inputs of the pairs ``captions`` (indices), with image ids as ``groups``."""
         img = self.image_index[captions]
+        n_reg = int(self.region_mask[img].sum(1).max())  # trim padding shared by the whole batch
+        n_tok = int(self.token_mask[captions].sum(1).max())
         return {
-            "regions": self.regions[img],
-            "region_mask": self.region_mask[img],
-            "tokens": self.tokens[captions],
-            "token_mask": self.token_mask[captions],
+            "regions": self.regions[img, :n_reg],
+            "region_mask": self.region_mask[img, :n_reg],
+            "tokens": self.tokens[captions, :n_tok],
+            "token_mask": self.token_mask[captions, :n_tok],
             "text_global": self.text_global[captions],
             "groups": img,
         }

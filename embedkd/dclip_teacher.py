@@ -4,16 +4,16 @@ Inputs are frozen-CLIP features in the joint space: region embeddings of an imag
 the whole image), projected token features of a caption (``(T, D)``) and the pooled CLIP text
 embedding. For an (image, caption) pair:
 
-* image→text: each region attends to the caption's tokens, ``LN(region + MHA(region, tokens))``;
-  the regions are mean-pooled (padding masked) and added, through a zero-initialised linear layer,
-  to the whole-image embedding → the teacher's image vector;
-* text→image: each token attends to the image's regions, ``LN(token + MHA(token, regions))``;
-  mean-pooled and added likewise to the pooled CLIP text embedding → the teacher's text vector.
+* image→text: each region attends to the caption's tokens; regions and attention outputs are
+  mean-pooled (padding masked), ``LN(mean(regions) + mean(MHA(regions, tokens)))``, and added through
+  a zero-initialised linear layer to the whole-image embedding → the teacher's image vector;
+* text→image: each token attends to the image's regions, pooled and normalised likewise, and added
+  to the pooled CLIP text embedding → the teacher's text vector.
 
 The zero-initialised output layers make the untrained teacher exactly the frozen CLIP, so training
 (symmetric InfoNCE over all in-batch pairs, each pair attended separately) starts from CLIP's recall.
-Attention is computed per head with the output projection folded into the values, so scoring all
-``B×B`` pairs of a batch costs little more than the paired forward.
+Attention is computed per head with the output projection folded into the values and pooling done
+on the attention weights, so scoring all ``B×B`` pairs of a batch stays cheap.
 """
 
 from __future__ import annotations
@@ -56,12 +56,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class CrossAttention(nn.Module):
-    """Multi-head cross-attention ``LN(query + MHA(query, context))`` with key padding masks.
+    """Pooled multi-head cross-attention ``LN(mean(query) + mean(MHA(query, context)))``.
 
-    ``forward(query, context, context_mask, pairwise=False)`` takes ``query (Bq, Lq, D)`` and
-    ``context (Bc, Lc, D)`` with ``context_mask (Bc, Lc)`` (True = real). Paired (``Bq == Bc``) it
-    returns ``(Bq, Lq, D)`` and the attention ``(Bq, H, Lq, Lc)``; ``pairwise=True`` attends every query
-    item to every context item and returns ``(Bq, Bc, Lq, D)`` (attention not returned).
+    ``forward(query, query_mask, context, context_mask, pairwise=False)`` takes ``query (Bq, Lq, D)``
+    and ``context (Bc, Lc, D)`` with padding masks (True = real). The attention output of every real
+    query position is mean-pooled (as is the residual), then layer-normalised. Paired (``Bq == Bc``)
+    it returns ``(Bq, D)`` and the attention weights ``(Bq, H, Lq, Lc)``; ``pairwise=True`` attends
+    every query item to every context item and returns ``(Bq, Bc, D)`` (no weights). Pooling before
+    the output projection is exact (the projection is linear), and it keeps the ``Bq × Bc`` pairwise
+    pass at the size of the attention logits.
     """
 
     def __init__(self, dim: int, heads: int) -> None:
@@ -77,23 +80,27 @@ class CrossAttention(nn.Module):
         k = self.k(context).view(bc, lc, self.heads, self.head_dim)
         v = self.v(context).view(bc, lc, self.heads, self.head_dim)
         # fold the output projection into the values: o(concat_h Σ a v) = Σ_h Σ a (W_o,h v)
-        w_o = self.o.weight.view(d, self.heads, self.head_dim)
-        u = torch.einsum("bche,dhe->bchd", v, w_o)
+        u = torch.einsum("bche,dhe->bchd", v, self.o.weight.view(d, self.heads, self.head_dim))
         return q, k, u
 
-    def forward(self, query, context, context_mask, pairwise: bool = False):
-        if not bool(context_mask.any(-1).all()):
-            raise EmbedkdError("cross-attention context with no unmasked position (empty image or caption)")
+    def forward(self, query, query_mask, context, context_mask, pairwise: bool = False):
+        if not bool(context_mask.any(-1).all()) or not bool(query_mask.any(-1).all()):
+            raise EmbedkdError(
+                "cross-attention over an item with no unmasked position (empty image or caption)"
+            )
         q, k, u = self._project(query, context)
+        pooled_query = masked_mean(query, query_mask)
+        qweights = query_mask.to(query.dtype) / query_mask.sum(-1, keepdim=True).to(query.dtype)
         if pairwise:
             logits = torch.einsum("iqhe,jche->ijhqc", q, k)
-            logits = logits.masked_fill(~context_mask[None, :, None, None, :], float("-inf"))
-            out = torch.einsum("ijhqc,jchd->ijqd", logits.softmax(-1), u) + self.o.bias
-            return self.norm(query[:, None] + out), None
+            attn = logits.masked_fill(~context_mask[None, :, None, None, :], float("-inf")).softmax(-1)
+            pooled_attn = torch.einsum("ijhqc,iq->ijhc", attn, qweights)
+            out = torch.einsum("ijhc,jchd->ijd", pooled_attn, u) + self.o.bias
+            return self.norm(pooled_query[:, None] + out), None
         logits = torch.einsum("bqhe,bche->bhqc", q, k)
         attn = logits.masked_fill(~context_mask[:, None, None, :], float("-inf")).softmax(-1)
-        out = torch.einsum("bhqc,bchd->bqd", attn, u) + self.o.bias
-        return self.norm(query + out), attn
+        out = torch.einsum("bhqc,bq,bchd->bd", attn, qweights, u) + self.o.bias
+        return self.norm(pooled_query + out), attn
 
 
 class CrossModalTeacher(nn.Module):
@@ -112,18 +119,18 @@ class CrossModalTeacher(nn.Module):
 
     def encode_pairs(self, regions, region_mask, tokens, token_mask, text_global):
         """Teacher vectors of matching pairs: ``(image (B, D), text (B, D), attention dict)``."""
-        img, i2t = self.image_to_text(regions, tokens, token_mask)
-        txt, t2i = self.text_to_image(tokens, regions, region_mask)
-        image = regions[:, 0] + self.image_out(masked_mean(img, region_mask))
-        text = text_global + self.text_out(masked_mean(txt, token_mask))
+        img, i2t = self.image_to_text(regions, region_mask, tokens, token_mask)
+        txt, t2i = self.text_to_image(tokens, token_mask, regions, region_mask)
+        image = regions[:, 0] + self.image_out(img)
+        text = text_global + self.text_out(txt)
         return image, text, {"image_to_text": i2t, "text_to_image": t2i}
 
     def pair_scores(self, regions, region_mask, tokens, token_mask, text_global) -> torch.Tensor:
         """Cosine ``(Bi, Bt)`` of every image i with every caption j, each pair attended separately."""
-        img, _ = self.image_to_text(regions, tokens, token_mask, pairwise=True)  # (Bi, Bt, R, D)
-        txt, _ = self.text_to_image(tokens, regions, region_mask, pairwise=True)  # (Bt, Bi, T, D)
-        image = regions[:, None, 0] + self.image_out(masked_mean(img, region_mask[:, None]))
-        text = text_global[:, None] + self.text_out(masked_mean(txt, token_mask[:, None]))
+        img, _ = self.image_to_text(regions, region_mask, tokens, token_mask, pairwise=True)  # (Bi, Bt, D)
+        txt, _ = self.text_to_image(tokens, token_mask, regions, region_mask, pairwise=True)  # (Bt, Bi, D)
+        image = regions[:, None, 0] + self.image_out(img)
+        text = text_global[:, None] + self.text_out(txt)
         return nn.functional.cosine_similarity(image, text.transpose(0, 1), dim=-1)
 
     def forward(self, regions, region_mask, tokens, token_mask, text_global, groups=None):

@@ -44,6 +44,7 @@ class DCLIPConfig:
     teacher_steps: int = 300
     teacher_lr: float = 1e-3
     teacher_heads: int = 4
+    teacher_batch_size: int | None = None
     detector: str = "grid"
     region_cache_dir: str | None = None
     max_length: int | None = None
@@ -69,7 +70,7 @@ class DCLIPConfig:
 
         return TrainConfig(
             max_steps=self.teacher_steps if teacher else self.steps,
-            batch_size=self.batch_size,
+            batch_size=(self.teacher_batch_size or self.batch_size) if teacher else self.batch_size,
             lr=self.teacher_lr if teacher else self.lr,
             seed=self.seed,
             save_steps=max(50, (self.teacher_steps if teacher else self.steps) // 4),
@@ -107,25 +108,28 @@ def build_teacher(frozen_name: str, features, config: DCLIPConfig, output: Path)
     return teacher
 
 
-def student_data(processor, pairs, features, targets=None, max_length: int | None = None):
-    """Pixel values, tokenised captions and teacher targets of the training pairs."""
+def student_data(processor, pairs, targets=None, max_length: int | None = None):
+    """Pixel values of the distinct images, tokenised captions and (optional) teacher targets of ``pairs``."""
     import torch
 
     from embedkd.clipfeatures import pixel_values, tokenize
     from embedkd.dclip_train import StudentData
-    from embedkd.imagetext import load_image
+    from embedkd.imagetext import load_image, unique_images
 
+    images = unique_images(pairs)
+    row = {path: i for i, path in enumerate(images)}
     pixels = torch.cat(
         [
-            pixel_values(processor, [load_image(p) for p in features.images[i : i + 64]])
-            for i in range(0, len(features.images), 64)
+            pixel_values(processor, [load_image(p) for p in images[i : i + 64]])
+            for i in range(0, len(images), 64)
         ]
     )
     enc = tokenize(processor, [p.caption for p in pairs], max_length)
-    t_img, t_txt = (
-        (None, None) if targets is None else (torch.from_numpy(targets[0]), torch.from_numpy(targets[1]))
-    )
-    return StudentData(pixels, enc["input_ids"], enc["attention_mask"], features.image_index, t_img, t_txt)
+    index = torch.tensor([row[p.image] for p in pairs])
+    if targets is None:
+        return StudentData(pixels, enc["input_ids"], enc["attention_mask"], index)
+    t_img, t_txt = (torch.from_numpy(t) for t in targets)
+    return StudentData(pixels, enc["input_ids"], enc["attention_mask"], index, t_img, t_txt)
 
 
 def distill(
@@ -181,7 +185,7 @@ def distill(
             f"student {student} projects to {model.config.projection_dim} dims but the teacher's space has "
             f"{teacher_model.teacher_config.dim}; use a student with projection_dim {teacher_model.teacher_config.dim}"
         )
-    data_t = student_data(processor, train, features, targets, config.max_length)
+    data_t = student_data(processor, train, targets, config.max_length)
     train_student(
         model,
         data_t,
