@@ -14,7 +14,9 @@ r = json.load(open(f"{sys.argv[1]}/embedkd_fidelity.json"))
 print(f"student {sys.argv[1]}: held-out cosine to teacher {r['heldout_cosine']:.4f} "
       f"(before training {r['heldout_cosine_before']:.4f}), MSE {r['heldout_mse']:.6f}, {r['steps']} steps")
 PY
-if [ -f scripts/serve_demo.sh ]; then
-  embedkd index --teacher sentence-transformers/all-mpnet-base-v2 --corpus stdlib-docs --index-dir runs/idx-stdlib
-  bash scripts/serve_demo.sh "$OUT" runs/idx-stdlib
-fi
+# The same texts become the document collection: the teacher's vectors come straight from its cache.
+python -c "from embedkd.data import load_texts; open('runs/stdlib-docs.txt', 'w').write('\n'.join(load_texts('stdlib-docs')) + '\n')"
+embedkd index --teacher sentence-transformers/all-mpnet-base-v2 --corpus runs/stdlib-docs.txt \
+  --index-dir runs/idx-stdlib --overwrite
+bash scripts/serve_demo.sh "$OUT" runs/idx-stdlib \
+  "how do I parse command line arguments" "compress a file with gzip" "run a function in a background thread"
