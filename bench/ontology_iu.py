@@ -1,0 +1,378 @@
+"""Ontology concept-set retrieval vs embeddings vs BM25 on IU X-ray reports, plus labeling and speed.
+
+One run, everything side by side (``python bench/ontology_iu.py``):
+
+* Reports: ``shared/data/iu-xray-reports/indiana_reports.csv``; text = findings + impression (reports
+  with neither are dropped). A seeded split puts ``--train-fraction`` of the reports aside to train the
+  distilled student; **all retrieval numbers are on the other part only** (queries and corpus), so the
+  student never saw an evaluation text.
+* Relevance: a corpus report is relevant to a query report when they share a Problems label other
+  than ``normal``/``No Indexing``; every evaluation report with such a label is a query, searched
+  against the other evaluation reports. Long tail: labels found in < 1% of evaluation reports;
+  long-tail queries are those with such a label, and for them relevance is sharing one of the query's
+  long-tail labels.
+* Systems: weighted Tversky over the merged ontologies (inverted-index search), the student distilled
+  from it (``--method ontology``, MiniLM start, cosine), packaged all-MiniLM-L6-v2 and all-mpnet-base-v2
+  (cosine, vectors through ``embedkd.cache``), BM25 (``bm25s``).
+* Labeling: report headings (present + uncertain concepts) vs the MeSH main headings of each report,
+  micro precision/recall over all non-empty reports (the labeler is not trained on them).
+* Speed at 100k: 100k synthetic reports by resampling the evaluation reports (concept sets and student
+  vectors of the same report); exhaustive set comparison vs student + FAISS flat inner product, per
+  query, query encoding/extraction included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("EMBEDKD_SHARED_DATA", REPO.parent / "shared" / "data"))
+NON_FINDINGS = {"normal", "no indexing"}
+K = 10
+logger = logging.getLogger("bench.ontology_iu")
+
+
+def load_reports(path: Path) -> list[dict]:
+    """Non-empty reports with their Problems labels and MeSH main headings (lower-cased)."""
+    out = []
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            text = f"{row['findings'].strip()} {row['impression'].strip()}".strip()
+            if not text:
+                continue
+            problems = {p.strip().lower() for p in row["Problems"].split(";") if p.strip()} - NON_FINDINGS
+            heads = {
+                m.split("/")[0].strip().lower() for m in row["MeSH"].split(";") if m.strip()
+            } - NON_FINDINGS
+            out.append({"uid": row["uid"], "text": text, "labels": problems, "mesh": heads})
+    return out
+
+
+def ndcg_at_k(ranked_rel: list[bool], n_rel: int, k: int = K) -> float:
+    dcg = sum(1 / np.log2(i + 2) for i, r in enumerate(ranked_rel[:k]) if r)
+    idcg = sum(1 / np.log2(i + 2) for i in range(min(k, n_rel)))
+    return dcg / idcg if idcg else 0.0
+
+
+def evaluate(
+    rankings: dict[int, list[int]], queries: list[tuple[int, set[str]]], labels: list[set[str]]
+) -> dict:
+    """Mean P@10 and nDCG@10 of ``rankings[q]`` for each ``(q, relevant-label set)``."""
+    p, n = [], []
+    for q, qlabels in queries:
+        rel = [bool(labels[d] & qlabels) for d in rankings[q][:K]]
+        n_rel = sum(1 for d in range(len(labels)) if d != q and labels[d] & qlabels)
+        p.append(sum(rel) / K)
+        n.append(ndcg_at_k(rel, n_rel))
+    return {"p10": float(np.mean(p)), "ndcg10": float(np.mean(n)), "queries": len(queries)}
+
+
+def vector_rankings(vecs: np.ndarray, query_ids: list[int]) -> dict[int, list[int]]:
+    v = vecs / np.linalg.norm(vecs, axis=1, keepdims=True).clip(1e-12)
+    sims = v[query_ids] @ v.T
+    out = {}
+    for row, q in enumerate(query_ids):
+        sims[row, q] = -np.inf
+        top = np.argpartition(-sims[row], K)[:K]
+        out[q] = [int(d) for d in top[np.argsort(-sims[row][top], kind="stable")]]
+    return out
+
+
+def bm25_rankings(texts: list[str], query_ids: list[int]) -> dict[int, list[int]]:
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize([texts[q] for q in query_ids], return_ids=False, show_progress=False)
+    docs, _ = retriever.retrieve(tokens, k=K + 1, show_progress=False)
+    return {q: [int(d) for d in docs[i] if d != q][:K] for i, q in enumerate(query_ids)}
+
+
+def encode_cached(model: str, texts: list[str], max_seq_length: int, batch_size: int) -> np.ndarray:
+    from embedkd.cache import cached_encode
+    from embedkd.teachers import SentenceTransformerTeacher
+
+    teacher = SentenceTransformerTeacher(model, max_seq_length=max_seq_length)
+    return cached_encode(teacher, texts, "document", batch_size=batch_size, show_progress=True)
+
+
+def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
+    """Distil the ontology similarity into MiniLM on the training split only (reused if present)."""
+    out = Path(args.student_dir)
+    if (out / "embedkd_ontology.json").exists() and not args.retrain:
+        logger.info("reusing student %s", out)
+        return out, json.loads((out / "embedkd_ontology.json").read_text())["wall_time_s"]
+    from embedkd.methods.ontology import distill
+
+    data = out.parent / f"{out.name}-train.csv"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with data.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text"])
+        w.writerows(enumerate(train_texts))
+    distill(
+        ontologies=args.ontology,
+        student=args.student,
+        data=[data],
+        output=out,
+        pairs=args.pairs,
+        hard_fraction=0.5,
+        heldout=150,
+        heldout_pairs=500,
+        loss="cosent",
+        epochs=1,
+        batch_size=32,
+        lr=args.lr,
+        max_seq_length=128,
+        seed=args.seed,
+        save_steps=10_000,
+    )
+    return out, json.loads((out / "embedkd_ontology.json").read_text())["wall_time_s"]
+
+
+def speed_at_scale(sim, extractor, profiles, student_vecs, student, texts, query_ids, n_docs, seed) -> dict:
+    """Per-query latency at ``n_docs`` synthetic reports: exhaustive Tversky vs student + FAISS."""
+    import faiss
+
+    from embedkd.ontology import SetIndex, exhaustive_search
+
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(profiles), size=n_docs)
+    big_profiles = [profiles[i] for i in pick]
+    vecs = student_vecs[pick].astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True).clip(1e-12)
+    index = faiss.IndexFlatIP(vecs.shape[1])
+    index.add(vecs)
+    qs = [texts[q] for q in query_ids]
+
+    t0 = time.perf_counter()
+    for q in qs:
+        exhaustive_search(sim, extractor.extract(q), big_profiles, k=K)
+    exhaustive = (time.perf_counter() - t0) / len(qs)
+    inv = SetIndex(sim, big_profiles)
+    t0 = time.perf_counter()
+    for q in qs:
+        inv.search(extractor.extract(q), k=K)
+    inverted = (time.perf_counter() - t0) / len(qs)
+    student.encode(qs[:2])  # warm-up
+    enc = search = 0.0
+    for q in qs:
+        t0 = time.perf_counter()
+        v = student.encode([q], normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+        t1 = time.perf_counter()
+        index.search(v, K)
+        enc, search = enc + (t1 - t0), search + (time.perf_counter() - t1)
+    enc, search = enc / len(qs), search / len(qs)
+    return {
+        "n_docs": n_docs,
+        "queries": len(qs),
+        "exhaustive_s_per_query": exhaustive,
+        "inverted_index_s_per_query": inverted,
+        "student_encode_s_per_query": enc,
+        "faiss_flat_search_s_per_query": search,
+        "speedup_end_to_end": exhaustive / (enc + search),
+        "speedup_search_only": exhaustive / search,
+        "note": "exhaustive measured at full size (no extrapolation); batch-1 queries; torch/faiss threads default",
+    }
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reports", default=str(DATA / "iu-xray-reports" / "indiana_reports.csv"))
+    p.add_argument(
+        "--ontology",
+        nargs="+",
+        default=[
+            "chest-xray",
+            str(DATA / "ontology-hpo" / "hp.obo"),
+            str(DATA / "ontology-doid" / "doid.2016-09-01.obo"),
+            str(DATA / "ontology-symptom" / "symp.obo"),
+        ],
+    )
+    p.add_argument("--train-fraction", type=float, default=0.4)
+    p.add_argument("--student", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("--student-dir", default="/work/runs/ontology-iu-student")
+    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--pairs", type=int, default=5000)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--seq-len", type=int, default=256, help="max tokens for MiniLM/mpnet/student encoding")
+    p.add_argument("--speed-docs", type=int, default=100_000)
+    p.add_argument("--speed-queries", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=str(REPO / "bench" / "results" / "ontology_iu.json"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    started = time.time()
+    from sentence_transformers import SentenceTransformer
+
+    from embedkd.ontology import ConceptExtractor, SetIndex, TverskySimilarity, load_ontologies
+    from embedkd.ontology.label import label_metrics, report_headings
+
+    reports = load_reports(Path(args.reports))
+    order = list(range(len(reports)))
+    random.Random(args.seed).shuffle(order)
+    n_train = int(len(order) * args.train_fraction)
+    train = [reports[i] for i in order[:n_train]]
+    ev = [reports[i] for i in sorted(order[n_train:])]
+    texts, labels = [r["text"] for r in ev], [r["labels"] for r in ev]
+    freq = Counter(lab for ls in labels for lab in ls)
+    longtail = {lab for lab, c in freq.items() if c < 0.01 * len(ev)}
+    queries = [(q, labels[q]) for q in range(len(ev)) if any(freq[lab] > 1 for lab in labels[q])]
+    lt_queries = [
+        (q, labels[q] & longtail)
+        for q in range(len(ev))
+        if any(freq[lab] > 1 for lab in labels[q] & longtail)
+    ]
+    logger.info(
+        "%d reports: %d train, %d eval; %d queries, %d long-tail queries over %d long-tail labels",
+        len(reports),
+        len(train),
+        len(ev),
+        len(queries),
+        len(lt_queries),
+        len(longtail),
+    )
+    qids = [q for q, _ in queries]
+
+    graph = load_ontologies(args.ontology)
+    extractor = ConceptExtractor(graph)
+    sim = TverskySimilarity(graph)
+    all_sets = extractor.extract_many([r["text"] for r in reports], show_progress=True)
+    lab = label_metrics([report_headings(graph, s) for s in all_sets], [r["mesh"] for r in reports])
+    by_uid = dict(zip((r["uid"] for r in reports), all_sets))
+    index = SetIndex(sim, [by_uid[r["uid"]] for r in ev])
+    onto_rank = {q: [d for d, _ in index.search(index.profiles[q], k=K, exclude=q)] for q in qids}
+
+    cxr_graph = load_ontologies(["chest-xray"])
+    cxr_ex, cxr_sim = ConceptExtractor(cxr_graph), TverskySimilarity(cxr_graph)
+    cxr_index = SetIndex(cxr_sim, cxr_ex.extract_many(texts))
+    cxr_rank = {q: [d for d, _ in cxr_index.search(cxr_index.profiles[q], k=K, exclude=q)] for q in qids}
+
+    student_dir, train_s = train_student(args, [r["text"] for r in train])
+    student = SentenceTransformer(str(student_dir), device="cpu")
+    student.max_seq_length = args.seq_len
+    student_vecs = student.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
+    minilm = encode_cached("sentence-transformers/all-MiniLM-L6-v2", texts, args.seq_len, 32)
+    mpnet = encode_cached("sentence-transformers/all-mpnet-base-v2", texts, args.seq_len, 16)
+    rankings = {
+        "ontology": onto_rank,
+        "ontology_chest_xray_only": cxr_rank,
+        "student": vector_rankings(student_vecs, qids),
+        "minilm": vector_rankings(minilm, qids),
+        "mpnet": vector_rankings(mpnet, qids),
+        "bm25": bm25_rankings(texts, qids),
+    }
+    results = {}
+    for name, ranks in rankings.items():
+        overall, tail = evaluate(ranks, queries, labels), evaluate(ranks, lt_queries, labels)
+        results[name] = {
+            "p10": overall["p10"],
+            "ndcg10": overall["ndcg10"],
+            "p10_longtail": tail["p10"],
+            "ndcg10_longtail": tail["ndcg10"],
+        }
+        logger.info("%s: %s", name, results[name])
+
+    rng = random.Random(args.seed)
+    speed = speed_at_scale(
+        sim,
+        extractor,
+        index.profiles,
+        student_vecs,
+        student,
+        texts,
+        rng.sample(qids, args.speed_queries),
+        args.speed_docs,
+        args.seed,
+    )
+    card = json.loads((student_dir / "embedkd_ontology.json").read_text())
+    out = {
+        **results,
+        "label_precision": lab["precision"],
+        "label_recall": lab["recall"],
+        "label_f1": lab["f1"],
+        "search_speedup_100k": speed["speedup_end_to_end"],
+        "speed": speed,
+        "student_training": {
+            k: card[k]
+            for k in (
+                "train_texts",
+                "train_pairs",
+                "steps",
+                "loss",
+                "heldout_spearman",
+                "heldout_spearman_before",
+                "wall_time_s",
+            )
+        },
+        "student_keeps": {
+            m: results["student"][m] / results["ontology"][m]
+            for m in ("p10", "ndcg10", "p10_longtail", "ndcg10_longtail")
+            if results["ontology"][m]
+        },
+        "setup": {
+            "reports": len(reports),
+            "train_reports": len(train),
+            "eval_reports": len(ev),
+            "queries": len(queries),
+            "longtail_queries": len(lt_queries),
+            "longtail_labels": len(longtail),
+            "ontologies": [Path(o).name for o in args.ontology],
+            "concepts": len(graph),
+            "seq_len": args.seq_len,
+            "split_seed": args.seed,
+            "train_fraction": args.train_fraction,
+            "student_dir": str(student_dir),
+            "student_train_s": train_s,
+        },
+        "wall_time_s": round(time.time() - started, 1),
+        "command": "nice -n 5 python bench/ontology_iu.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    path = Path(args.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    path.with_suffix(".md").write_text(markdown(out))
+    print(markdown(out))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    rows = ["| system | P@10 | nDCG@10 | P@10 long tail | nDCG@10 long tail |", "|---|---:|---:|---:|---:|"]
+    for name in ("ontology", "ontology_chest_xray_only", "student", "minilm", "mpnet", "bm25"):
+        m = r[name]
+        rows.append(
+            f"| {name} | {m['p10']:.4f} | {m['ndcg10']:.4f} | {m['p10_longtail']:.4f} | "
+            f"{m['ndcg10_longtail']:.4f} |"
+        )
+    s, sp = r["setup"], r["speed"]
+    return "\n".join(rows) + (
+        f"\n\nIU X-ray, {s['eval_reports']} evaluation reports ({s['queries']} queries, {s['longtail_queries']} "
+        f"long-tail queries over {s['longtail_labels']} labels in < 1% of reports); the student was trained on the "
+        f"other {s['train_reports']} reports only.\n\n"
+        f"Labeling vs MeSH main headings: precision {r['label_precision']:.4f}, recall {r['label_recall']:.4f}.\n\n"
+        f"Search at {sp['n_docs']:,} synthetic reports, per query: exhaustive Tversky {sp['exhaustive_s_per_query']:.3f} s, "
+        f"inverted index {sp['inverted_index_s_per_query']:.3f} s, student encode {sp['student_encode_s_per_query'] * 1e3:.1f} ms "
+        f"+ FAISS flat {sp['faiss_flat_search_s_per_query'] * 1e3:.1f} ms -> speed-up {sp['speedup_end_to_end']:.0f}x "
+        f"end to end ({sp['speedup_search_only']:.0f}x search only).\n\nCommand: `{r['command']}`\n"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
