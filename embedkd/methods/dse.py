@@ -128,6 +128,8 @@ def _distill(config: DSEConfig, show_progress: bool) -> Path:
         "steps": steps,
         "pairs": len(pairs),
     }
+    if config.freeze_student:
+        meta["encoder_cache_name"] = name  # the saved encoder is the init one: its cached vectors stay valid
     meta["fidelity"] = _fidelity(model, head, pairs, teacher_logits, student_logits)
     head.save(output, meta)
     _write_card(output, meta)

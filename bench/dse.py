@@ -1,0 +1,219 @@
+"""DSE benchmark: cross-encoder teacher vs DSE student vs control student, and scoring speed.
+
+One run evaluates, side by side, on STS-B test (Spearman) and MRPC test (accuracy, F1): the
+cross-encoder teacher, the DSE student (λ = 0.5) and the control (same student, λ = 0, same steps);
+then times scoring 1 query against N candidates: the student with candidate embeddings precomputed
+(query encoding + pair head over N rows) against the cross-encoder scoring the same N pairs (timed on a
+subset and extrapolated linearly). Models are trained beforehand with the commands recorded in the
+output (rebuilt from each model's saved metadata).
+
+    python bench/dse.py --stsb-teacher runs/ce-stsb --stsb-student runs/dse-stsb \\
+        --stsb-control runs/ctl-stsb --mrpc-teacher runs/ce-mrpc --mrpc-student runs/dse-mrpc \\
+        --mrpc-control runs/ctl-mrpc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from embedkd.crossencoder import CrossEncoderTeacher
+from embedkd.pair_eval import MAIN_METRIC, evaluate_pairs, relative_drop
+from embedkd.pair_head import load_dse_student
+from embedkd.pairs import load_pairs
+
+logger = logging.getLogger("bench.dse")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TASKS = {
+    "stsb": ("regression", "sts-benchmark/sts-test.csv"),
+    "mrpc": ("binary", "mrpc/msr_paraphrase_test.txt"),
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for task in TASKS:
+        for role in ("teacher", "student", "control"):
+            p.add_argument(f"--{task}-{role}", required=True)
+    p.add_argument("--data", default=str(DATA), help="shared data folder")
+    p.add_argument("--candidates", type=int, default=10_000, help="candidates for the speed test")
+    p.add_argument("--ce-subset", type=int, default=300, help="pairs the cross-encoder is timed on")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats of the student scoring")
+    p.add_argument("--cache-dir", default=None, help="teacher cache (test logits are reused)")
+    p.add_argument("--output", default="bench/results/dse.json")
+    return p.parse_args(argv)
+
+
+def _teacher_command(folder: str) -> str:
+    meta = json.loads((Path(folder) / "embedkd_teacher.json").read_text())
+    steps = f"--max-steps {meta['max_steps']}" if meta["max_steps"] > 0 else f"--epochs {meta['epochs']}"
+    return (
+        f"embedkd teacher cross-encoder --init {meta['init']} --pairs {' '.join(meta['pairs'])} "
+        f"--task {meta['task']} --output {folder} {steps} --batch-size {meta['batch_size']} --lr {meta['lr']}"
+    )
+
+
+def _student_command(folder: str, meta: dict) -> str:
+    c = meta["config"]
+    steps = f"--max-steps {c['max_steps']}" if c["max_steps"] > 0 else f"--epochs {c['epochs']}"
+    return (
+        f"embedkd distill --method dse --task {c['task']} --teacher {c['teacher']} --student {c['student']} "
+        f"--data {' '.join(c['data'])} --output {folder} --lambda {c['lam']} {steps} "
+        f"--batch-size {c['batch_size']}" + (" --freeze-student" if c.get("freeze_student") else "")
+    )
+
+
+def load_student(path: str, cache_dir: str | None):
+    """A DSE student whose frozen encoder reads its vectors from the vector cache it was trained with.
+
+    Only for students trained with ``--freeze-student`` (their saved encoder is the init one, so the
+    cached vectors are exactly what ``encode`` would return); the speed test never uses the cache.
+    """
+    import torch
+
+    from embedkd.cache import TeacherCache
+    from embedkd.teachers import SentenceTransformerTeacher
+
+    student = load_dse_student(path, device="cpu")
+    name = student.meta.get("encoder_cache_name")
+    if name:
+        encoder = SentenceTransformerTeacher(student.model, name=name)
+        cache = TeacherCache.for_teacher(encoder, cache_dir)
+
+        def encode(texts, *, batch_size: int = 32, show_progress: bool = False):
+            vecs = cache.encode(encoder, list(texts), "document", batch_size=batch_size)
+            return torch.from_numpy(np.ascontiguousarray(vecs))
+
+        student.encode = encode
+    return student
+
+
+def evaluate_task(name: str, args: argparse.Namespace) -> dict:
+    task, rel = TASKS[name]
+    pairs = load_pairs(Path(args.data) / rel, task)
+    paths = {role: getattr(args, f"{name}_{role}") for role in ("teacher", "student", "control")}
+    teacher = CrossEncoderTeacher(paths["teacher"], task, cache_dir=args.cache_dir)
+    result = {"test": rel, "pairs": len(pairs), "metric": MAIN_METRIC[pairs.task]}
+    result["teacher"] = evaluate_pairs(teacher, pairs)
+    commands = [_teacher_command(paths["teacher"])]
+    for role in ("student", "control"):
+        student = load_student(paths[role], args.cache_dir)
+        result[role] = {**evaluate_pairs(student, pairs), "steps": student.meta["steps"]}
+        result[role]["lambda"] = student.meta["config"]["lam"]
+        commands.append(_student_command(paths[role], student.meta))
+    metric = result["metric"]
+    for role in ("student", "control"):
+        result[f"{role}_relative_drop_pct"] = round(
+            relative_drop(result["teacher"][metric], result[role][metric]), 2
+        )
+    result["training_commands"] = commands
+    return result
+
+
+def _candidates(data: Path, n: int) -> list[str]:
+    texts: list[str] = []
+    for split in ("train", "dev", "test"):
+        p = load_pairs(data / "sts-benchmark" / f"sts-{split}.csv", "regression")
+        texts.extend(t for pair in zip(p.a, p.b) for t in pair)
+    unique = list(dict.fromkeys(texts))
+    if len(unique) < n + 1:
+        raise SystemExit(f"only {len(unique)} distinct STS-B sentences; ask for fewer --candidates")
+    return unique[: n + 1]
+
+
+def scoring_speed(args: argparse.Namespace) -> dict:
+    """1 query against N candidates: student (candidates precomputed) vs cross-encoder on the same pairs."""
+    import torch
+
+    texts = _candidates(Path(args.data), args.candidates)
+    query, cands = texts[0], texts[1:]
+    student = load_student(args.stsb_student, args.cache_dir)
+    start = time.perf_counter()
+    cand_emb = student.encode(cands, batch_size=64)  # precomputed once (from the vector cache if frozen)
+    precompute = time.perf_counter() - start
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        q = student.model.encode([query], convert_to_tensor=True)  # the real encoder, never the cache
+        scores = student.score_embeddings(q[0], cand_emb)
+        runs.append(time.perf_counter() - start)
+    assert scores.shape[0] == len(cands)
+    ce = CrossEncoderTeacher(args.stsb_teacher, "regression").model
+    subset = [(query, c) for c in cands[: args.ce_subset]]
+    ce.predict(subset[:32], batch_size=32)  # warm-up
+    start = time.perf_counter()
+    ce.predict(subset, batch_size=32, activation_fn=torch.nn.Identity())
+    ce_subset_s = time.perf_counter() - start
+    ce_full = ce_subset_s * len(cands) / len(subset)
+    student_s = statistics.median(runs)
+    return {
+        "candidates": len(cands),
+        "student_seconds": round(student_s, 4),
+        "student_runs_seconds": [round(r, 4) for r in runs],
+        "student_candidate_precompute_seconds": round(precompute, 2),
+        "student_candidate_precompute_note": "untimed setup; read from the vector cache where it had them",
+        "cross_encoder_subset_pairs": len(subset),
+        "cross_encoder_subset_seconds": round(ce_subset_s, 2),
+        "cross_encoder_seconds_extrapolated": round(ce_full, 2),
+        "speedup": round(ce_full / student_s, 1),
+        "note": "CPU, torch threads as set by torch; cross-encoder timed on the subset and scaled linearly "
+        "to all candidates; student time = encode the query + pair head over all candidate embeddings",
+    }
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    lines = [
+        "| task (test) | metric | teacher (cross-encoder) | DSE student (λ=0.5) | control (λ=0) | "
+        "student drop | control drop |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in TASKS:
+        r = result[name]
+        m = r["metric"]
+        extra = " / F1" if m == "accuracy" and "f1" in r["teacher"] else ""
+
+        def cell(role: str, r=r, m=m, extra=extra) -> str:
+            return f"{r[role][m]:.2f}" + (f" / {r[role]['f1']:.2f}" if extra else "")
+
+        lines.append(
+            f"| {name} ({r['pairs']}) | {m}{extra} | {cell('teacher')} | {cell('student')} | "
+            f"{cell('control')} | {r['student_relative_drop_pct']:.2f}% | {r['control_relative_drop_pct']:.2f}% |"
+        )
+    s = result["scoring"]
+    lines += [
+        "",
+        f"Scoring 1 query against {s['candidates']:,} candidates: DSE student {s['student_seconds'] * 1000:.1f} ms "
+        "(query encoding + pair head; candidate embeddings precomputed), cross-encoder "
+        f"{s['cross_encoder_seconds_extrapolated']} s (timed on {s['cross_encoder_subset_pairs']} pairs, "
+        f"scaled linearly): **{s['speedup']}× faster**.",
+        "",
+        f"Command: `{result['command']}`",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    result = {name: evaluate_task(name, args) for name in TASKS}
+    result["scoring"] = scoring_speed(args)
+    result["scoring_speedup"] = result["scoring"]["speedup"]
+    result["command"] = "python bench/dse.py " + " ".join(argv)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
