@@ -8,6 +8,7 @@ API model is distilled into a local encoder. Use :func:`load_teacher` to build o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -91,7 +92,11 @@ class SentenceTransformerTeacher:
             self.model.max_seq_length = max_seq_length
         self.normalize = normalize
         self.dim = int(self.model.get_embedding_dimension())
-        self.id = f"st:{self.name}@seq{self.model.max_seq_length}" + (":norm" if normalize else "")
+        self.id = (
+            f"st:{self.name}@seq{self.model.max_seq_length}"
+            + _weights_tag(self.name)
+            + (":norm" if normalize else "")
+        )
 
     def prompt(self, role: str) -> str:
         """The model's prompt for ``role``: ``query``, or the first of ``document``/``passage``/``corpus``."""
@@ -125,6 +130,32 @@ def _canonical_name(model: str) -> str:
         return str(Path(model).expanduser().resolve())
     package = OFFLINE_PACKAGES.get(_canonical(model))
     return package.model_id if package else model
+
+
+def _weights_tag(name: str) -> str:
+    """``:w<digest>`` of a local model folder's weight files; '' for names that are not folders.
+
+    A teacher retrained into the same folder must not be served its predecessor's cached vectors.
+    The digest reads 16 spread-out 64 KiB samples of each weight file (new weights differ everywhere),
+    so it is cheap for large models and survives copying the folder elsewhere.
+    """
+    folder = Path(name)
+    if not folder.is_absolute() or not folder.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.suffix not in (".safetensors", ".bin", ".pt", ".pth") or any(
+            part.startswith("checkpoint") for part in rel.parts
+        ):
+            continue
+        size = path.stat().st_size
+        digest.update(f"{rel.as_posix()}\0{size}\n".encode())
+        with path.open("rb") as f:
+            for i in range(16):
+                f.seek(i * max(0, size - (1 << 16)) // 15)
+                digest.update(f.read(1 << 16))
+    return f":w{digest.hexdigest()[:10]}"
 
 
 def _loaded_model_name(model) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,7 +56,7 @@ def test_st_teacher_uses_query_and_document_prompts(tiny_st_factory, tmp_path):
     model.save(str(tmp_path / "prompted"))
     teacher = SentenceTransformerTeacher(str(tmp_path / "prompted"), max_seq_length=32)
     assert teacher.prompt("query") == "query: " and teacher.prompt("document") == "passage: "
-    assert teacher.id == f"st:{(tmp_path / 'prompted').resolve()}@seq32"
+    assert teacher.id.startswith(f"st:{(tmp_path / 'prompted').resolve()}@seq32:w")
     texts = ["what is a cat", "cats are small felines"]
     query, doc = teacher.encode(texts, "query"), teacher.encode(texts, "document")
     np.testing.assert_allclose(query, model.encode(["query: " + t for t in texts], prompt=""), atol=1e-5)
@@ -89,7 +90,21 @@ def test_st_teacher_names(tiny_model, tiny_st_factory):
     )
     # an already loaded model is named after the folder it was loaded from, not a shared "model"
     loaded = SentenceTransformerTeacher(tiny_model)
-    assert loaded.id == f"st:{Path(tiny_st_factory()).resolve()}@seq64"
+    assert loaded.id.startswith(f"st:{Path(tiny_st_factory()).resolve()}@seq64:w")
+    assert SentenceTransformerTeacher(tiny_st_factory()).id == loaded.id
+
+
+def test_st_teacher_id_changes_when_weights_are_retrained(tiny_st_factory, tmp_path):
+    import shutil
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_st_factory(seed=0), folder)
+    before = SentenceTransformerTeacher(str(folder)).id
+    assert SentenceTransformerTeacher(str(folder)).id == before  # stable while the weights are
+    shutil.rmtree(folder)
+    shutil.copytree(tiny_st_factory(seed=1), folder)  # "retrained" in place: same path, new weights
+    after = SentenceTransformerTeacher(str(folder)).id
+    assert after != before and after.split(":w")[0] == before.split(":w")[0]
 
 
 def test_st_teacher_normalize(tiny_model):
@@ -342,7 +357,7 @@ def test_load_teacher_spec_parsing(tiny_st_factory, tmp_path):
 
     t = load_teacher(tiny_st_factory(), max_seq_length=16, normalize=True)
     assert isinstance(t, SentenceTransformerTeacher)
-    assert t.model.max_seq_length == 16 and t.normalize and t.id.endswith("@seq16:norm")
+    assert t.model.max_seq_length == 16 and t.normalize and re.search(r"@seq16:w[0-9a-f]{10}:norm$", t.id)
 
     np.save(tmp_path / "v.npy", np.ones((1, 2)))
     (tmp_path / "v.txt").write_text("only\n")
