@@ -25,7 +25,9 @@ def test_infonce_value_on_hand_made_pairs():
 
 def test_infonce_perfect_alignment_is_near_zero_and_groups_mask_duplicates():
     eye = torch.eye(3)
-    assert SymmetricInfoNCELoss(0.05)(eye, eye).item() == pytest.approx(math.log(1 + 2 * math.exp(-20)), abs=1e-7)
+    assert SymmetricInfoNCELoss(0.05)(eye, eye).item() == pytest.approx(
+        math.log(1 + 2 * math.exp(-20)), abs=1e-7
+    )
     same = torch.ones(2, 2)  # two captions of one image: without groups they are each other's negatives
     assert symmetric_infonce(same / 0.05).item() == pytest.approx(math.log(2), rel=1e-6)
     assert symmetric_infonce(same / 0.05, torch.tensor([7, 7])).item() == pytest.approx(0.0, abs=1e-7)

@@ -1,0 +1,160 @@
+"""``embedkd distill --method dclip`` end to end on a tiny CLIP, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from dclip_fixtures import make_flickr_folder, make_tiny_clip
+
+from embedkd.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+@pytest.fixture(scope="module")
+def flickr(tmp_path_factory):
+    return make_flickr_folder(tmp_path_factory.mktemp("data") / "flickr")
+
+
+def _distill(clip, data, out, *extra):
+    return main(
+        [
+            "distill",
+            "--method",
+            "dclip",
+            "--teacher",
+            str(clip),
+            "--student",
+            str(clip),
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--teacher-steps",
+            "2",
+            "--cache-dir",
+            str(out.parent / "regions"),
+            "--detector",
+            "grid:1,2",
+            *extra,
+        ]
+    )
+
+
+def _one_error_line(capsys, *needles):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_distill_writes_a_clip_dir_and_a_reloadable_teacher(tmp_path, tiny_clip, flickr, capsys):
+    from transformers import CLIPModel, CLIPProcessor
+
+    from embedkd.dclip_teacher import CrossModalTeacher
+
+    out = tmp_path / "student"
+    assert _distill(tiny_clip, flickr, out, "--test-images", "2", "--unfreeze-every", "1") == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    model, processor = CLIPModel.from_pretrained(out), CLIPProcessor.from_pretrained(out)
+    enc = processor(text=["a red square"], images=[np.zeros((30, 40, 3), np.uint8)], return_tensors="pt")
+    with torch.no_grad():
+        assert model(**enc).image_embeds.shape == (1, 16)
+    before = CLIPModel.from_pretrained(tiny_clip)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before.state_dict()[n])]
+    assert any(n.startswith("vision_model.") for n in changed) and any(
+        n.startswith("text_model.") for n in changed
+    )
+    teacher = CrossModalTeacher.load(out / "teacher")
+    assert teacher.teacher_config.dim == 16 and teacher.teacher_config.clip_model == str(tiny_clip)
+    run = json.loads((out / "dclip_run.json").read_text())
+    assert run["metrics"]["held_out_pairs"] == 4 and set(run["metrics"]["student"]) >= {"t2i_r5", "i2t_r5"}
+    assert "t2i R@5" in (out / "README.md").read_text()
+    assert not (out / "checkpoints").exists()
+
+    # a saved teacher directory is reused as --teacher (no new teacher trained)
+    again = tmp_path / "again"
+    assert (
+        main(
+            [
+                "distill",
+                "--method",
+                "dclip",
+                "--teacher",
+                str(out / "teacher"),
+                "--student",
+                str(out),
+                "--data",
+                str(flickr),
+                "--output",
+                str(again),
+                "--batch-size",
+                "4",
+                "--max-steps",
+                "1",
+                "--cache-dir",
+                str(tmp_path / "regions"),
+                "--detector",
+                "grid:1,2",
+            ]
+        )
+        == 0
+    )
+    assert not (again / "teacher").exists() and (again / "model.safetensors").is_file()
+
+
+def test_unreadable_image_is_one_error_line(tmp_path, tiny_clip, capsys):
+    data = make_flickr_folder(tmp_path / "bad")
+    (data / "images" / "blue_stripe.jpg").write_bytes(b"GIF89a broken")
+    assert _distill(tiny_clip, data, tmp_path / "out") == 2
+    _one_error_line(capsys, "cannot read image", "blue_stripe.jpg")
+
+
+def test_captions_naming_missing_images_is_one_error_line(tmp_path, tiny_clip, capsys):
+    data = make_flickr_folder(tmp_path / "missing")
+    (data / "images" / "red_square.jpg").unlink()
+    assert _distill(tiny_clip, data, tmp_path / "out") == 2
+    _one_error_line(capsys, "missing", "red_square.jpg")
+
+
+def test_image_only_checkpoint_is_one_error_line(tmp_path, tiny_clip, flickr, capsys):
+    from transformers import CLIPModel, CLIPVisionModel
+
+    vision_only = tmp_path / "vision-only"
+    CLIPVisionModel(CLIPModel.from_pretrained(tiny_clip).config.vision_config).save_pretrained(vision_only)
+    capsys.readouterr()  # drop the loading bars of the lines above
+    assert _distill(vision_only, flickr, tmp_path / "out") == 2
+    _one_error_line(capsys, "image-only", "clip_vision_model")
+
+
+def test_unknown_detector_is_one_error_line(tmp_path, tiny_clip, flickr, capsys):
+    assert _distill(tiny_clip, flickr, tmp_path / "out", "--detector", "sam") == 2
+    _one_error_line(capsys, "unknown detector 'sam'")
+
+
+def test_progressive_unfreeze_schedule(tiny_clip):
+    from transformers import CLIPModel
+
+    from embedkd.dclip_train import ProgressiveUnfreeze
+
+    model = CLIPModel.from_pretrained(tiny_clip)
+    cb = ProgressiveUnfreeze(model, every=2)
+    vision = model.vision_model
+    trainable = lambda m: all(p.requires_grad for p in m.parameters())  # noqa: E731
+    assert trainable(model.visual_projection) and trainable(vision.post_layernorm)
+    assert not trainable(vision.encoder.layers[-1]) and not trainable(vision.embeddings)
+    assert trainable(model.text_model)
+    cb._apply(2)
+    assert trainable(vision.encoder.layers[-1]) and not trainable(vision.embeddings)
+    cb._apply(4)
+    assert trainable(vision.embeddings)
