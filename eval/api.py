@@ -242,7 +242,7 @@ def _run_task(
     if teacher is not None and Mode.TEACHER not in cfg.modes:
         plan.append((Mode.TEACHER, None, Precision.FLOAT32, True))
     for mode, dim, precision, reference in plan:
-        label = f"{name} {mode.value} {dim or 'full'}d {precision.value}"
+        label = f"{name} {mode.value} {f'{dim}d' if dim else 'full-dim'} {precision.value}"
         with timer(f"mteb.evaluate {label}"):
             row = _evaluate_one(cfg, task, texts, mode, dim, precision, student, teacher)
         row.update(task=name, spec=spec, reference=reference)

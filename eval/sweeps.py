@@ -94,4 +94,4 @@ class OutputTransform:
     @property
     def label(self) -> str:
         """Short description, e.g. ``256d/int8``."""
-        return f"{self.dim or 'full'}d/{self.precision.value}"
+        return f"{f'{self.dim}d' if self.dim else 'full'}/{self.precision.value}"

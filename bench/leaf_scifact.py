@@ -1,0 +1,159 @@
+"""LEAF on BEIR SciFact test, through ``embedkd eval``: teacher vs student vs asymmetric, and query speed.
+
+In one run:
+
+* nDCG@10 of the teacher, the student and the asymmetric pair (student queries, teacher documents),
+  all computed by ``mteb.evaluate`` through :func:`eval.evaluate` (teacher documents from the teacher
+  cache, mpnet at 256 tokens by default), plus the student-teacher fidelity on SciFact's texts;
+* query-encoding throughput of student vs teacher at batch 1 and 32 on SciFact test queries, timed by
+  the same code for both (``encode_query``), after a warm-up, interleaved rounds, median;
+* ``heldout_cosine`` read from the student's ``embedkd_fidelity.json`` (written by the distillation).
+
+Writes ``bench/results/leaf_scifact.json`` and ``.md`` (and the full eval report under ``--eval-dir``).
+
+Example::
+
+    nice -n 5 python bench/leaf_scifact.py --student /work/runs/leaf-minilm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+logger = logging.getLogger("bench.leaf_scifact")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--student", default="/work/runs/leaf-minilm", help="distilled student dir")
+    p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
+    p.add_argument("--teacher-max-seq-length", type=int, default=256, help="teacher tokens (default 256)")
+    p.add_argument(
+        "--student-max-seq-length", type=int, default=None, help="student tokens (default: its own)"
+    )
+    p.add_argument("--data", default=None, help="BEIR SciFact folder (default ../shared/data/beir-scifact)")
+    p.add_argument("--b1-queries", type=int, default=100, help="queries timed one at a time (default 100)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per model and batch size")
+    p.add_argument("--eval-dir", default="/work/runs/eval-leaf-scifact", help="full eval report directory")
+    p.add_argument("--output", default=str(REPO / "bench/results/leaf_scifact.json"))
+    return p.parse_args(argv)
+
+
+def heldout_cosine(student: str) -> float | None:
+    """``heldout_cosine`` from the student's ``embedkd_fidelity.json`` (None when absent)."""
+    path = Path(student) / "embedkd_fidelity.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("heldout_cosine")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from eval.api import evaluate, go_offline
+
+    go_offline()
+    from eval_common import SCIFACT, WeightsCachedEncoder, query_throughput, scifact_test_queries, st_query_fn
+
+    from embedkd.teachers import SentenceTransformerTeacher
+
+    data = Path(args.data) if args.data else SCIFACT
+    command = "python bench/leaf_scifact.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    started = time.perf_counter()
+    student = WeightsCachedEncoder(
+        args.student, name=args.student, max_seq_length=args.student_max_seq_length
+    )
+    teacher = SentenceTransformerTeacher(args.teacher, max_seq_length=args.teacher_max_seq_length)
+    res = evaluate(
+        student,
+        [f"beir:{data}"],
+        teacher=teacher,
+        modes="student,teacher,asym",
+        output=args.eval_dir,
+        command=command,
+    )
+    task = res.rows[0]["task"]
+    scores = {m: 100 * res.score(task, m) for m in ("teacher", "student", "asym")}
+
+    queries = scifact_test_queries(data)
+    models = {"student": student.model, "teacher": teacher.model}
+    qps = {
+        1: query_throughput(
+            {k: st_query_fn(m, 1) for k, m in models.items()}, queries[: args.b1_queries], 1, args.rounds
+        ),
+        32: query_throughput({k: st_query_fn(m, 32) for k, m in models.items()}, queries, 32, args.rounds),
+    }
+    out = {
+        "teacher_ndcg10": round(scores["teacher"], 2),
+        "student_ndcg10": round(scores["student"], 2),
+        "asym_ndcg10": round(scores["asym"], 2),
+        "heldout_cosine": heldout_cosine(args.student),
+        "query_speedup_b1": round(qps[1]["student"] / qps[1]["teacher"], 2),
+        "query_speedup_b32": round(qps[32]["student"] / qps[32]["teacher"], 2),
+        "student_ratio": round(scores["student"] / scores["teacher"], 4),
+        "asym_ratio": round(scores["asym"] / scores["teacher"], 4),
+        "targets": {
+            "student_ge_95pct": scores["student"] >= 0.95 * scores["teacher"],
+            "asym_ge_97pct": scores["asym"] >= 0.97 * scores["teacher"],
+            "speedup_ge_5x_b1": qps[1]["student"] >= 5 * qps[1]["teacher"],
+            "speedup_ge_5x_b32": qps[32]["student"] >= 5 * qps[32]["teacher"],
+        },
+        "queries_per_s": {f"b{b}": {k: round(v, 1) for k, v in q.items()} for b, q in qps.items()},
+        "scifact_fidelity": res.fidelity.get(task),
+        "student": args.student,
+        "student_id": student.id,
+        "teacher": teacher.id,
+        "seq_lengths": {
+            "teacher": teacher.model.max_seq_length,
+            "student": student.model.max_seq_length,
+        },
+        "throughput_setup": (
+            f"encode_query on SciFact test queries ({args.b1_queries} at batch 1, {len(queries)} at batch 32), "
+            f"1 warm-up + {args.rounds} interleaved rounds, median; CPU, shared machine"
+        ),
+        "eval_report": str(Path(args.eval_dir) / "results.json"),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "command": command,
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(out, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown(out))
+    print(markdown(out))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    q = r["queries_per_s"]
+    return "\n".join(
+        [
+            f"SciFact test (BEIR), nDCG@10 through mteb; teacher documents at {r['seq_lengths']['teacher']} tokens, "
+            f"student at {r['seq_lengths']['student']}.",
+            "",
+            "| model | nDCG@10 | ÷ teacher | queries/s b1 | queries/s b32 |",
+            "|---|---:|---:|---:|---:|",
+            f"| teacher ({r['teacher']}) | {r['teacher_ndcg10']:.2f} | 1.000 | {q['b1']['teacher']} | {q['b32']['teacher']} |",
+            f"| student ({r['student']}) | {r['student_ndcg10']:.2f} | {r['student_ratio']:.3f} | {q['b1']['student']} | {q['b32']['student']} |",
+            f"| asym (student queries, teacher docs) | {r['asym_ndcg10']:.2f} | {r['asym_ratio']:.3f} | – | – |",
+            "",
+            f"Query speed-up student/teacher: {r['query_speedup_b1']}× at batch 1, {r['query_speedup_b32']}× at batch 32. "
+            f"Held-out cosine: {r['heldout_cosine']}.",
+            "",
+            f"Command: `{r['command']}`",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
