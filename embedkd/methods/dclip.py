@@ -62,6 +62,8 @@ class DCLIPConfig:
         for name in ("lr", "teacher_lr", "temperature"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.teacher_batch_size is not None and self.teacher_batch_size < 1:
+            raise ConfigError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size}")
         if self.distill_weight < 0 or self.unfreeze_every < 0 or self.test_images < 0:
             raise ConfigError("distill_weight, unfreeze_every and test_images must be >= 0")
 
@@ -308,6 +310,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--teacher-steps", type=int, default=300, help="teacher training steps (default 300)")
     group.add_argument("--teacher-lr", type=float, default=1e-3, help="teacher learning rate (default 1e-3)")
     group.add_argument(
+        "--teacher-batch-size", type=int, default=None, help="teacher batch size (default: --batch-size)"
+    )
+    group.add_argument(
         "--test-images", type=float, default=0, help="hold out this many images (or fraction) for evaluation"
     )
 
@@ -322,6 +327,7 @@ def run_from_args(args: argparse.Namespace) -> Path:
         unfreeze_every=args.unfreeze_every,
         teacher_steps=args.teacher_steps,
         teacher_lr=args.teacher_lr,
+        teacher_batch_size=args.teacher_batch_size,
         detector=args.detector,
         region_cache_dir=args.cache_dir,
         max_length=args.max_seq_length,
