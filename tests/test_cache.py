@@ -54,6 +54,7 @@ def expected(texts, dim: int = 4, prompt: str = "") -> np.ndarray:
 
 
 TEXTS = [f"text number {i}" for i in range(20)]
+KILL_TEXTS = [f"resumable text {i}" for i in range(40)]
 
 
 def test_reuse_across_runs(tmp_path):
@@ -122,10 +123,10 @@ def test_default_root_and_cached_encode(tmp_path, monkeypatch):
 _CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_cache import TEXTS, FakeTeacher
+from test_cache import KILL_TEXTS, FakeTeacher
 from embedkd.cache import TeacherCache
-teacher = FakeTeacher(delay=0.25)
-TeacherCache.for_teacher(teacher, {root!r}, chunk_size=2).encode(teacher, TEXTS)
+teacher = FakeTeacher(delay=0.4)  # 20 chunks x 0.4 s: ample margin to kill it mid-way, even on a busy machine
+TeacherCache.for_teacher(teacher, {root!r}, chunk_size=2).encode(teacher, KILL_TEXTS)
 print("finished")
 """
 
@@ -148,13 +149,13 @@ def test_resumable_after_kill_9(tmp_path):
     assert b"finished" not in child.stdout.read()
 
     committed = len(list(root.glob("*/chunk-*.json")))
-    assert 3 <= committed < len(TEXTS) // 2  # killed mid-way, finished chunks on disk
+    assert 3 <= committed < len(KILL_TEXTS) // 2  # killed mid-way, finished chunks on disk
     teacher = FakeTeacher()
     cache = TeacherCache.for_teacher(teacher, root, chunk_size=2)
     assert len(cache) == 2 * committed  # every committed chunk is kept
-    out = cache.encode(teacher, TEXTS)
-    assert teacher.seen == TEXTS[2 * committed :]  # only the rest is recomputed
-    np.testing.assert_array_equal(out, expected(TEXTS))
+    out = cache.encode(teacher, KILL_TEXTS)
+    assert teacher.seen == KILL_TEXTS[2 * committed :]  # only the rest is recomputed
+    np.testing.assert_array_equal(out, expected(KILL_TEXTS))
 
 
 def _filled_cache(tmp_path) -> TeacherCache:
