@@ -73,14 +73,21 @@ def iter_rows(path: str | Path, column: str | None = None) -> Iterator[str]:
         raise EmbedkdError(f"cannot read data file {path}: {exc}") from exc
 
 
-def _iter_jsonl(f: Iterable[str], column: str, path: Path) -> Iterator[str]:
+def _json_lines(f: Iterable[str], path: Path) -> Iterator[tuple[int, dict]]:
     for n, line in enumerate(f, 1):
         if line.strip():
             try:
                 row = json.loads(line)
             except ValueError as exc:
                 raise EmbedkdError(f"{path}:{n} is not valid JSON ({exc})") from exc
-            yield _field(row, column, path, n)
+            if not isinstance(row, dict):
+                raise EmbedkdError(f"{path}:{n} is not a JSON object")
+            yield n, row
+
+
+def _iter_jsonl(f: Iterable[str], column: str, path: Path) -> Iterator[str]:
+    for n, row in _json_lines(f, path):
+        yield _field(row, column, path, n)
 
 
 def _iter_table(f: Iterable[str], kind: str, column: str, path: Path) -> Iterator[str]:
@@ -99,8 +106,6 @@ def _iter_table(f: Iterable[str], kind: str, column: str, path: Path) -> Iterato
 
 
 def _field(row: dict, column: str, path: Path, line_no: int) -> str:
-    if not isinstance(row, dict):
-        raise EmbedkdError(f"{path}:{line_no} is not a JSON object")
     if column not in row:
         raise EmbedkdError(
             f"{path}:{line_no} has no field {column!r}; fields are {sorted(row)} (use --text-column)"
@@ -115,11 +120,12 @@ def _iter_folder(path: Path, column: str | None) -> Iterator[str]:
         for part in (corpus, queries):
             if part is None:
                 continue
-            with _open_text(part) as f:
-                for line in f:
-                    if line.strip():
-                        row = json.loads(line)
-                        yield ((row.get("title") or "") + " " + (row.get("text") or "")).strip()
+            try:
+                with _open_text(part) as f:
+                    for _, row in _json_lines(f, part):
+                        yield (str(row.get("title") or "") + " " + str(row.get("text") or "")).strip()
+            except (OSError, EOFError) as exc:
+                raise EmbedkdError(f"cannot read data file {part}: {exc}") from exc
         return
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
         yield from _iter_hf(path, column)

@@ -142,6 +142,15 @@ def test_beir_folder(tmp_path):
     assert load_texts(tmp_path) == ["Title body one", "body two", "a query"]
 
 
+def test_beir_folder_bad_json(tmp_path):
+    _write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "ok"}\n["not", "an", "object"]\n')
+    with pytest.raises(EmbedkdError, match=r"queries\.jsonl:2 is not a JSON object"):
+        load_texts(tmp_path)
+    _write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "ok"}\n{broken\n')
+    with pytest.raises(EmbedkdError, match=r"queries\.jsonl:2 is not valid JSON"):
+        load_texts(tmp_path)
+
+
 def test_real_beir_scifact(shared_data):
     texts = load_texts(shared_data / "beir-scifact")
     assert len(texts) > 5183  # 5,183 documents plus the queries
