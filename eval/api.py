@@ -241,7 +241,11 @@ def _run_task(
     plan = [(m, d, p, False) for m in cfg.modes for d in (cfg.dims or [None]) for p in cfg.precisions]
     if teacher is not None and Mode.TEACHER not in cfg.modes:
         plan.append((Mode.TEACHER, None, Precision.FLOAT32, True))
-    for mode, dim, precision, reference in plan:
+    from tqdm.auto import tqdm
+
+    for mode, dim, precision, reference in tqdm(
+        plan, desc=f"evaluating {name}", disable=not cfg.show_progress
+    ):
         label = f"{name} {mode.value} {f'{dim}d' if dim else 'full-dim'} {precision.value}"
         with timer(f"mteb.evaluate {label}"):
             row = _evaluate_one(cfg, task, texts, mode, dim, precision, student, teacher)
