@@ -31,7 +31,7 @@ class TrainingConfig:
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 5e-4
     warmup_ratio: float = 0.1
     max_seq_length: int | None = None
     seed: int = 42

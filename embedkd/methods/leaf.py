@@ -26,7 +26,7 @@ from embedkd.errors import EmbedkdError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LR = 1e-4
+DEFAULT_LR = 5e-4
 
 
 def add_arguments(group) -> None:
