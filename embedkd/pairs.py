@@ -289,11 +289,7 @@ def _read_jsonl(
 
 def _label_kind(value: object) -> str:
     """``number`` or ``name``: what a raw label is written as."""
-    if isinstance(value, bool):
-        return "number"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "number" if _is_float(str(value).strip()) else "name"
+    return "number" if isinstance(value, (int, float)) or _is_float(str(value).strip()) else "name"
 
 
 def parse_labels(raw: Sequence[RawPair], task: PairTask | str) -> np.ndarray:
