@@ -12,6 +12,7 @@ replay the log in memory and, with ``refresh_seconds``, follow the writer by re-
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 from collections.abc import Sequence
@@ -84,6 +85,7 @@ class SearchService:
         self.index_dir, self.meta, self.encoder, self.teacher = index_dir, meta, encoder, teacher
         self.options = options
         self.read_only = options.read_only or options.mmap or teacher is None
+        self._writer_lock = None if self.read_only else _lock_writer(index_dir)
         self.store = DocStore(index_dir / STORE_FILE, read_only=self.read_only)
         self._write_lock = threading.Lock()
         self._cache = None
@@ -297,3 +299,19 @@ class SearchService:
         if not self.read_only and self.store.last_seq() > int(self.snapshot_name.split("-")[1]):
             self.snapshot()
         self.store.close()
+        if self._writer_lock is not None:
+            self._writer_lock.close()  # releases the flock
+            self._writer_lock = None
+
+
+def _lock_writer(index_dir: Path):
+    """Hold an exclusive lock on the directory: one writer at a time (released by the OS if it dies)."""
+    handle = (index_dir / "writer.lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise EmbedkdError(
+            f"{index_dir} is already open for writing by another process; start this one with --read-only"
+        ) from None
+    return handle

@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
-import numpy as np
 import pytest
-from serve_helpers import write_corpus
+from serve_helpers import HashEncoder, HashTeacher, write_corpus
 
 from embedkd.errors import ConfigError, EmbedkdError
 from serve.builder import build_index
-from serve.encoders import QueryEncoder, load_query_encoder
+from serve.encoders import load_query_encoder
 from serve.index import IndexSpec
 from serve.service import ReadOnlyError, SearchService, ServiceOptions, UnknownFieldError
 from serve.store import Document
-
-DIM = 16
-
-
-def _vec(text: str) -> np.ndarray:
-    seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-
-
-class HashTeacher:
-    """Deterministic teacher: a text's vector is seeded by its hash."""
-
-    id, dim, name = "hash-teacher", DIM, "hash-teacher"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def prompt(self, role: str) -> str:
-        return ""
-
-    def encode(self, texts, role="document", *, batch_size=32, show_progress=False):
-        self.calls += len(texts)
-        return np.stack([_vec(t) for t in texts])
-
-
-class HashEncoder(QueryEncoder):
-    """Query encoder in the same hashed space (a query equal to a document's text finds it)."""
-
-    def __init__(self) -> None:
-        self.name, self.dim, self.max_seq_length = "hash-student", DIM, 8
-
-    def encode(self, texts):
-        return np.stack([_vec(t) for t in texts]), [len(t.split()) > 8 for t in texts]
 
 
 @pytest.fixture
@@ -90,6 +55,7 @@ def test_acknowledged_writes_survive_a_crash_via_replay(tmp_path, index_type):
     svc.upsert([Document("new", "a brand new document"), Document("d3", "d3 rewritten")])
     assert svc.delete("d5") and not svc.delete("nope")
     # no close(): the process "dies" with everything after the build only in the write-ahead log
+    svc._writer_lock.close()  # (a dead process's lock is released by the OS)
     again = _open(idx)
     assert again.applied_seq == 3 and again.snapshot_name == "snap-000000000003"  # replayed, then snapshotted
     assert _top(again, "a brand new document") == ["new"]
@@ -113,6 +79,8 @@ def test_read_only_without_teacher_and_mmap_replica_follows_writer(index_dir):
     with pytest.raises(ReadOnlyError, match="no teacher"):
         reader.upsert([Document("z", "zzz")])
     writer = _open(index_dir, snapshot_every=2)
+    with pytest.raises(EmbedkdError, match="already open for writing by another process"):
+        _open(index_dir)
     writer.upsert([Document("w1", "first write")])
     replica = _open(index_dir, teacher=False, mmap=True)
     assert replica.read_only and _top(replica, "first write") == ["w1"]  # from the log, in its delta
