@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     logger.info("bare: %s", bare)
     log = Path(args.output).with_suffix(".server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     served = {
         "student": run_service(args.index_dir, args.student, queries, args, log),

@@ -42,7 +42,9 @@ class QueryEncoder:
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """One forward pass over ``texts``; returns float32 vectors and which texts were truncated."""
         truncated = [n > self.max_seq_length for n in self.token_counts(texts)]
-        vecs = self.model.encode_query(list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True)
+        vecs = self.model.encode_query(
+            list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True, show_progress_bar=False
+        )
         return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim), truncated
 
 
