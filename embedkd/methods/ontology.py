@@ -48,6 +48,7 @@ class OntologyDistillConfig:
         heldout_pairs: pairs sampled among the held-out texts.
         loss: ``cosent`` (ranking) or ``cosine`` (cosine regression onto the score).
         alpha, beta, depth: Tversky parameters (see :class:`~embedkd.ontology.TverskyConfig`).
+        max_time_s: stop training (and save) after this many seconds (None: no limit).
         training: trainer knobs.
     """
 
@@ -65,6 +66,7 @@ class OntologyDistillConfig:
     alpha: float = 0.5
     beta: float = 1.0
     depth: int = 1
+    max_time_s: float | None = None
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(lr=DEFAULT_LR))
 
     def validate(self) -> None:
@@ -82,6 +84,8 @@ class OntologyDistillConfig:
             )
         if not 0 <= self.hard_fraction <= 1:
             raise ConfigError(f"--hard-fraction must be in [0, 1], got {self.hard_fraction}")
+        if self.max_time_s is not None and self.max_time_s <= 0:
+            raise ConfigError(f"--max-time must be > 0 minutes, got {self.max_time_s / 60:g}")
         if self.loss not in LOSSES:
             raise ConfigError(f"--pair-loss {self.loss!r} unknown; choose one of {', '.join(LOSSES)}")
         TverskyConfig(alpha=self.alpha, beta=self.beta, depth=self.depth)
@@ -104,6 +108,9 @@ def add_arguments(group) -> None:
     group.add_argument("--beta", type=float, default=1.0, help="Tversky beta (default 1)")
     group.add_argument("--depth", type=int, default=1, help="ancestor expansion depth (default 1)")
     group.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (default 500)")
+    group.add_argument(
+        "--max-time", type=float, default=None, help="stop training after this many minutes (saves the model)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
@@ -133,6 +140,7 @@ def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
         alpha=args.alpha,
         beta=args.beta,
         depth=args.depth,
+        max_time_s=args.max_time * 60 if args.max_time else None,
         training=training,
     )
 

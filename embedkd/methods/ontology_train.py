@@ -117,6 +117,24 @@ def _resume_checkpoint(config: OntologyDistillConfig) -> str | None:
     return last
 
 
+def _time_limit_callback(seconds: float):
+    """A trainer callback that ends training once ``seconds`` have passed (the model is still saved)."""
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.time() - self.start > seconds:
+                logger.warning(
+                    "time limit of %.0f s reached at step %d; stopping", seconds, state.global_step
+                )
+                control.should_training_stop = True
+
+    return TimeLimit()
+
+
 def _pair_metrics(evaluator, model) -> dict[str, float]:
     found = evaluator(model)
     pick = lambda part: next((float(v) for k, v in found.items() if k.endswith(part)), float("nan"))  # noqa: E731
@@ -183,6 +201,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         args=_training_args(config, len(train["score"])),
         train_dataset=Dataset.from_dict(train),
         loss=loss,
+        callbacks=[_time_limit_callback(config.max_time_s)] if config.max_time_s else None,
     )
     train_out = trainer.train(resume_from_checkpoint=resume_from)
     out = Path(config.output)
@@ -200,6 +219,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "loss": config.loss,
         "tversky": {"alpha": config.alpha, "beta": config.beta, "depth": config.depth},
         "steps": int(train_out.global_step),
+        "max_time_s": config.max_time_s,
         "lr": config.training.lr,
         "batch_size": config.training.batch_size,
         "heldout_spearman_before": before.get("spearman"),
