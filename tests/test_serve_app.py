@@ -62,3 +62,32 @@ def test_settings_come_from_embedkd_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("EMBEDKD_BATCH_MAX_WAIT_MS", "50")
     with pytest.raises(ValueError, match="less than or equal to 5"):
         ServeSettings()
+
+
+def test_replica_recipe_from_environment(monkeypatch, tmp_path, tiny_st_factory):
+    """What the README's N-replicas recipe runs: ``uvicorn --factory serve.app:create_app_from_env``."""
+    from embedkd.teachers import SentenceTransformerTeacher
+    from serve.app import create_app_from_env
+
+    teacher = tiny_st_factory(hidden=32, seed=0)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 10)
+    build_index(
+        corpus,
+        SentenceTransformerTeacher(teacher),
+        tmp_path / "idx",
+        cache_dir=tmp_path / "c",
+        show_progress=False,
+    )
+    for name, value in {
+        "INDEX_DIR": tmp_path / "idx",
+        "STUDENT": tiny_st_factory(hidden=32, seed=1),
+        "READ_ONLY": "1",
+        "MMAP": "true",
+        "REFRESH_SECONDS": "0.2",
+    }.items():
+        monkeypatch.setenv(f"EMBEDKD_{name}", str(value))
+    with TestClient(create_app_from_env()) as client:
+        stats = client.get("/stats").json()
+        assert stats["read_only"] and stats["mmap"] and stats["documents"] == 10
+        hits = client.post("/search", json={"query": "heart disease", "k": 3}).json()["results"]
+        assert len(hits) == 3
