@@ -72,7 +72,9 @@ def model2vec_model(args: argparse.Namespace) -> tuple[object, float | None]:
 
     folder = Path(args.m2v_dir)
     if (folder / "config.json").exists():
-        return StaticModel.from_pretrained(str(folder)), None
+        info = folder / "embedkd_distill.json"
+        seconds = json.loads(info.read_text())["distill_seconds"] if info.exists() else None
+        return StaticModel.from_pretrained(str(folder)), seconds
     from model2vec.distill import distill
 
     from embedkd.hub import resolve_model
@@ -81,6 +83,9 @@ def model2vec_model(args: argparse.Namespace) -> tuple[object, float | None]:
     model = distill(model_name=resolve_model(args.teacher), pca_dims=args.pca_dims, device="cpu")
     seconds = time.perf_counter() - start
     model.save_pretrained(str(folder))
+    (folder / "embedkd_distill.json").write_text(
+        json.dumps({"teacher": args.teacher, "distill_seconds": seconds})
+    )
     return model, seconds
 
 

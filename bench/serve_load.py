@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=96, help="requests per concurrency level (default 96)")
     p.add_argument("--bare-queries", type=int, default=60, help="queries timed in-process (default 60)")
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of encoder and search (both runs)")
     p.add_argument("--note", default="", help="free text recorded with the results (e.g. which student)")
     p.add_argument("--output", default=str(REPO / "bench/results/serve_load.json"))
     return p.parse_args(argv)
@@ -64,9 +65,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def bare_timing(index_dir: str, model: str, queries: list[str], k: int) -> dict:
+def bare_timing(index_dir: str, model: str, queries: list[str], k: int, threads: int | None) -> dict:
     """Median in-process cost of encoding one query and searching the index with it."""
+    from serve.app import set_threads
     from serve.encoders import load_query_encoder
+
+    if threads:
+        set_threads(threads)
     from serve.snapshot import read_meta, read_snapshot
 
     meta = read_meta(index_dir)
@@ -99,12 +104,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index_dir: str, encoder: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    index_dir: str, encoder: str, log: Path, threads: int | None
+) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
     cmd = [sys.executable, "-m", "embedkd", "-q", "serve", "--index-dir", index_dir, "--student", encoder]
     cmd += ["--read-only", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--threads", str(threads)] if threads else []
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
@@ -153,7 +161,7 @@ async def load_level(url: str, queries: list[str], concurrency: int, total: int,
 def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Path) -> dict:
     import httpx
 
-    proc, url = start_server(index_dir, encoder, log)
+    proc, url = start_server(index_dir, encoder, log, args.threads)
     try:
         for q in queries[:8]:  # warm-up
             httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=300).raise_for_status()
@@ -179,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     queries = load_queries(Path(args.queries))
     load_start = os.getloadavg()
     bare = {
-        "student": bare_timing(args.index_dir, args.student, queries[: args.bare_queries], args.k),
-        "teacher": bare_timing(args.index_dir, args.teacher, queries[: args.bare_queries], args.k),
+        "student": bare_timing(
+            args.index_dir, args.student, queries[: args.bare_queries], args.k, args.threads
+        ),
+        "teacher": bare_timing(
+            args.index_dir, args.teacher, queries[: args.bare_queries], args.k, args.threads
+        ),
     }
     logger.info("bare: %s", bare)
     log = Path(args.output).with_suffix(".server.log")
@@ -213,6 +225,7 @@ def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) 
         "student": args.student,
         "teacher": args.teacher,
         "queries": f"SciFact test queries ({n_queries}), k={args.k}, {args.requests} requests per level",
+        "threads": args.threads or "default (all cores)",
         "bare_encode_plus_search_ms": bare["student"]["encode_plus_search_ms"],
         "bare_encode_ms": bare["student"]["encode_ms"],
         "bare_search_ms": bare["student"]["search_ms"],

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 def open_service(settings: ServeSettings) -> SearchService:
     """Open the index directory with the configured models (checks dims and teacher identity)."""
+    if settings.threads:
+        set_threads(settings.threads)
     options = ServiceOptions(
         read_only=settings.read_only,
         mmap=settings.mmap,
@@ -40,6 +42,15 @@ def open_service(settings: ServeSettings) -> SearchService:
         device=settings.device,
     )
     return SearchService.open(settings.index_dir, settings.student, settings.teacher, options)
+
+
+def set_threads(n: int) -> None:
+    """CPU threads of this process for encoding (torch) and search (FAISS)."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
 
 
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", default=None, help="teacher cache root [EMBEDKD_CACHE_DIR]")
     parser.add_argument("--device", default=None, help="torch device for the models")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for encoding and search (default: all cores)"
+    )
 
 
 def settings_from_args(args: argparse.Namespace):

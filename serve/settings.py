@@ -32,6 +32,8 @@ class ServeSettings(BaseSettings):
         overfetch: hits fetched per wanted hit when filtering.
         cache_dir: teacher cache root [EMBEDKD_CACHE_DIR].
         device: torch device for both models.
+        threads: CPU threads for encoding and search (torch intra-op + FAISS OpenMP); default: all
+            cores. On a shared or oversubscribed host, 1 avoids threads spinning at each other.
     """
 
     model_config = SettingsConfigDict(env_prefix="EMBEDKD_", extra="ignore")
@@ -56,3 +58,4 @@ class ServeSettings(BaseSettings):
     overfetch: int = Field(4, ge=1, le=64)
     cache_dir: str | None = None
     device: str | None = None
+    threads: int | None = Field(None, ge=1, le=512)

@@ -71,7 +71,7 @@ def deployment(tmp_path_factory, tiny_st_factory):
         show_progress=False,
     )
     args = ["--index-dir", str(root / "idx"), "--student", student_path, "--teacher", teacher_path]
-    args += ["--cache-dir", str(root / "cache"), "--max-k", "20", "--snapshot-every", "7"]
+    args += ["--cache-dir", str(root / "cache"), "--max-k", "20", "--snapshot-every", "7", "--threads", "1"]
     env = {"EMBEDKD_API_KEY": KEY}
     first = Server(args, root / "server.log", env=env).wait_ready()
     acked, deleted, stop = [], [], threading.Event()
