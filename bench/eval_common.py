@@ -26,15 +26,17 @@ SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir-scifac
 
 
 def weights_digest(folder: str | Path) -> str:
-    """sha256 (16 hex) over a model folder's weight files (safetensors/bin) and configs."""
+    """sha256 (16 hex) over a model folder's weight files (not checkpoints, cards or fidelity notes)."""
     folder = Path(folder)
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix in (".safetensors", ".bin", ".json", ".npy"):
-            digest.update(str(path.relative_to(folder)).encode())
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 22):
-                    digest.update(chunk)
+        rel = path.relative_to(folder)
+        if path.suffix not in (".safetensors", ".bin") or any(p.startswith("checkpoint") for p in rel.parts):
+            continue
+        digest.update(rel.as_posix().encode())
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
