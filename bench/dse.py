@@ -185,7 +185,8 @@ def scoring_speed(args: argparse.Namespace) -> dict:
         "cross_encoder_subset_seconds": round(ce_subset_s, 2),
         "cross_encoder_seconds_extrapolated": round(ce_full, 2),
         "speedup": round(ce_full / student_s, 1),
-        "note": "CPU, torch threads as set by torch; cross-encoder timed on the subset and scaled linearly "
+        "torch_threads": torch.get_num_threads(),
+        "note": "CPU (2 shared cores, busy with other jobs); cross-encoder timed on the subset and scaled linearly "
         "to all candidates; student time = encode the query + pair head over all candidate embeddings",
     }
 
