@@ -63,11 +63,12 @@ class TeacherCache:
         chunk_size: texts per committed chunk (the most work a kill can lose).
     """
 
-    def __init__(self, directory: str | Path, teacher_id: str, dim: int, *, chunk_size: int = 512) -> None:
+    def __init__(self, directory: str | Path, teacher_id: str, dim: int, *, chunk_size: int = 128) -> None:
         self.dir = Path(directory)
         self.teacher_id, self.dim, self.chunk_size = teacher_id, int(dim), chunk_size
         self._index: dict[bytes, tuple[int, int]] = {}
         self._chunks: list[np.ndarray] = []
+        self._loaded: set[str] = set()
         self._open()
 
     @classmethod
@@ -103,8 +104,7 @@ class TeacherCache:
                 )
         else:
             _atomic_write(meta_path, json.dumps(meta))
-        for record in sorted(self.dir.glob("chunk-*.json")):
-            self._load_chunk(record)
+        self.refresh()
         committed = {r.stem for r in self.dir.glob("chunk-*.json")}
         orphans = {p.name.split(".")[0] for p in self.dir.glob("chunk-*.npy")} - committed
         if orphans:
@@ -114,8 +114,20 @@ class TeacherCache:
         if self._index:
             logger.info("teacher cache %s: %d vectors", self.dir, len(self._index))
 
+    def refresh(self) -> int:
+        """Load chunks committed since the last look (by this or another process); returns how many.
+
+        Several processes may fill one cache at once (torchrun ranks, a benchmark beside a warm-up job);
+        each picks up the others' work before embedding, so no text is embedded twice for long.
+        """
+        new = [r for r in sorted(self.dir.glob("chunk-*.json")) if r.stem not in self._loaded]
+        for record in new:
+            self._load_chunk(record)
+        return len(new)
+
     def _load_chunk(self, record_path: Path) -> None:
         name = record_path.stem
+        self._loaded.add(name)
         try:
             record = json.loads(record_path.read_text())
             keys_path, vecs_path = self.dir / f"{name}.keys.npy", self.dir / f"{name}.vecs.npy"
@@ -172,6 +184,7 @@ class TeacherCache:
             "vecs_sha256": _sha256_file(vecs_path),
         }
         _atomic_write(self.dir / f"{name}.json", json.dumps(record))
+        self._loaded.add(name)
         chunk_no = len(self._chunks)
         self._chunks.append(vectors)
         for row, key in enumerate(keys):
@@ -208,8 +221,14 @@ class TeacherCache:
             with tqdm(
                 total=len(pending), desc=f"teacher {role}s", unit="text", disable=not show_progress
             ) as bar:
-                for start in range(0, len(pending), self.chunk_size):
-                    part = pending[start : start + self.chunk_size]
+                while pending:
+                    if self.refresh():  # another process may have embedded some of these meanwhile
+                        done = [p for p in pending if p[0] in self._index]
+                        pending = [p for p in pending if p[0] not in self._index]
+                        bar.update(len(done))
+                    part, pending = pending[: self.chunk_size], pending[self.chunk_size :]
+                    if not part:
+                        break
                     vecs = teacher.encode([t for _, t in part], role, batch_size=batch_size)
                     self.add([k for k, _ in part], vecs)
                     bar.update(len(part))

@@ -277,3 +277,24 @@ def test_unwritable_cache_dir(tmp_path):
     blocker.write_text("x")
     with pytest.raises(CacheError, match="cannot create cache directory"):
         TeacherCache.for_teacher(FakeTeacher(), blocker)
+
+
+def test_concurrent_caches_pick_up_each_others_chunks(tmp_path):
+    """Two processes filling one cache: each skips what the other has committed meanwhile."""
+    a, b = FakeTeacher(), FakeTeacher()
+    cache_a = TeacherCache.for_teacher(a, tmp_path, chunk_size=4)
+    cache_b = TeacherCache.for_teacher(b, tmp_path, chunk_size=4)  # opened before A does any work
+
+    class Interleaved(FakeTeacher):
+        """B's teacher: after B's first chunk, A commits the rest of the texts."""
+
+        def encode(self, texts, role="document", **kwargs):
+            out = super().encode(texts, role, **kwargs)
+            if len(self.calls) == 1:
+                cache_a.encode(a, TEXTS[4:12])
+            return out
+
+    inter = Interleaved()
+    out = cache_b.encode(inter, TEXTS[:12])
+    np.testing.assert_array_equal(out, expected(TEXTS[:12]))
+    assert inter.seen == TEXTS[:4] and a.seen == TEXTS[4:12]
