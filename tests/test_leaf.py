@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -246,8 +247,16 @@ def test_torchrun_two_processes(models, data_file, tmp_path):
         "--cache-dir",
         str(tmp_path / "cache"),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Own process group: on a timeout the workers go too (they would hang without their launcher).
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
     report = json.loads((tmp_path / "out" / "embedkd_fidelity.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 3
     assert SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["x"]).shape == (1, 48)
