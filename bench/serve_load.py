@@ -180,6 +180,7 @@ def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Pat
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
     from serve.snapshot import read_meta
 
