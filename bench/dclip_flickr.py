@@ -1,14 +1,16 @@
 """DCLIP on flickr8k-1k: hybrid-loss student vs contrastive-only control (same init, data, steps).
 
-One run, fixed split (800 train / 200 test images, 5 captions each, seed 0), small CLIP models built
-from config (no CLIP weights exist offline):
+One run, fixed split (200 test images, 5 captions each, seed 0; of the 800 others, 400 only pre-train
+the base CLIP and 400 are the fine-tuning set), small CLIP models built from config (no CLIP weights
+exist offline):
 
-1. a small CLIP (BPE tokenizer trained on the *train* captions only) is pre-trained contrastively on
-   the train split — the stand-in for a pretrained CLIP ("base");
+1. a small CLIP (BPE tokenizer trained on non-test captions only) is pre-trained contrastively on the
+   pre-training images — the stand-in for a pretrained CLIP ("base") that has not seen the
+   fine-tuning data (``--pretrain-images 0``: base, teacher and students all use the same 800 images);
 2. the DCLIP teacher (region↔token cross-attention over the frozen base; regions from the multi-scale
-   crop grid of the original thumbnails) is trained with symmetric InfoNCE on the train split;
+   crop grid of the original thumbnails) is trained with symmetric InfoNCE on the fine-tuning set;
 3. two students start from the base checkpoint and train for the same steps, batches and learning
-   rate: the hybrid DCLIP loss (student) and symmetric InfoNCE alone (control);
+   rate on the fine-tuning set: the hybrid DCLIP loss (student) and symmetric InfoNCE alone (control);
 4. test-split text→image / image→text Recall@1/5/10 and mAP for base, teacher, student and control,
    plus zero-shot classification (prompted class names, labels from caption keywords) for base,
    student and control.
@@ -42,6 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default="/work/runs/dclip-bench", help="run outputs (outside the repo)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "dclip_flickr"))
     p.add_argument("--test-images", type=int, default=200)
+    p.add_argument(
+        "--pretrain-images",
+        type=int,
+        default=400,
+        help="train images used only to pre-train the base CLIP (0: base, teacher and students share the split)",
+    )
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--patch-size", type=int, default=16)
     p.add_argument("--hidden", type=int, default=64)
@@ -81,6 +89,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train, test = split_by_image(load_pairs(args.data), test_images=args.test_images, seed=0)
+    pretrain = train
+    if args.pretrain_images:
+        train, pretrain = split_by_image(train, test_images=args.pretrain_images, seed=1)
     logger.info("split: %d train pairs, %d test pairs", len(train), len(test))
     size = SmallClipConfig(
         image_size=args.image_size,
@@ -89,13 +100,18 @@ def main(argv=None) -> int:
         layers=args.layers,
         projection_dim=args.projection_dim,
     )
-    init = build_small_clip(work / "init", [p.caption for p in train], size, seed=args.seed)
+    init = build_small_clip(
+        work / "init",
+        [p.caption for p in (train + pretrain if args.pretrain_images else train)],
+        size,
+        seed=args.seed,
+    )
     timings = {}
 
-    def train_clip(name: str, start: Path, steps: int, lr: float, targets=None, weight: float = 0.0):
+    def train_clip(name, start, steps, lr, targets=None, weight=0.0, pairs=train):
         t = time.time()
         model, processor = load_clip(str(start))
-        data = student_data(processor, train, targets)
+        data = student_data(processor, pairs, targets)
         cfg = TrainConfig(
             max_steps=steps, batch_size=args.batch_size, lr=lr, seed=args.seed, save_steps=10**6
         )
@@ -106,7 +122,7 @@ def main(argv=None) -> int:
         return model, processor
 
     detector = load_detector(args.grid)
-    base, base_proc = train_clip("base", init, args.base_steps, args.base_lr)
+    base, base_proc = train_clip("base", init, args.base_steps, args.base_lr, pairs=pretrain)
 
     t = time.time()
     feats = pair_features(base, base_proc, train, detector, model_name="base", cache_dir=work / "regions")
@@ -160,6 +176,8 @@ def main(argv=None) -> int:
             "data": str(args.data),
             "train_images": len({p.image for p in train}),
             "train_pairs": len(train),
+            "pretrain_images": len({p.image for p in pretrain}) if args.pretrain_images else 0,
+            "pretrain_pairs": len(pretrain) if args.pretrain_images else 0,
             "test_images": len({p.image for p in test}),
             "test_pairs": len(test),
             "split_seed": 0,

@@ -133,11 +133,12 @@ def teacher_scores(
         rows = slice(i, min(i + image_block, n_img))
         for j in range(0, n_cap, text_block):
             cols = slice(j, min(j + text_block, n_cap))
+            n_tok = int(features.token_mask[cols].sum(1).max())  # trim padding shared by the block
             scores[rows, cols] = teacher.pair_scores(
                 features.regions[rows],
                 features.region_mask[rows],
-                features.tokens[cols],
-                features.token_mask[cols],
+                features.tokens[cols, :n_tok],
+                features.token_mask[cols, :n_tok],
                 features.text_global[cols],
             ).numpy()
     return scores
