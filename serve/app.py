@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -69,9 +68,6 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         await batcher.start()
         await batcher.encode(["warm-up"])  # first forward pass allocates; keep it off the first request
         app.state.service, app.state.batcher = svc, batcher
-        app.state.search_executor = ThreadPoolExecutor(
-            settings.search_threads, thread_name_prefix="embedkd-search"
-        )
         follower = None
         if svc.read_only and settings.refresh_seconds > 0:
             follower = asyncio.create_task(_follow(svc, settings.refresh_seconds))
@@ -84,7 +80,6 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
             await batcher.stop()
-            app.state.search_executor.shutdown(wait=True)
             await run_in_threadpool(svc.close)
 
     app = FastAPI(

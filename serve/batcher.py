@@ -1,11 +1,13 @@
 """Micro-batching: concurrent queries share one student forward pass, run off the event loop.
 
-Requests put their texts on a queue; one worker takes everything waiting (up to ``max_size``) and
-encodes it in a dedicated thread, so the event loop keeps accepting requests while the model runs,
-and the queries that arrive during a forward pass form the next batch. When the last batch held more
-than one text (the service is under load), the worker also waits up to ``max_wait_ms`` (≤ 5 ms) for
-more before starting; a lone query on an idle service is encoded at once, so batching costs a
-single client nothing.
+Each request is a job (its texts, and optionally what to do with their vectors, e.g. search the
+index). One worker takes the jobs waiting (up to ``max_size`` texts) and runs them in a dedicated
+thread: one forward pass over all their texts, then each job's follow-up on its own rows. The event
+loop keeps accepting requests meanwhile, and the jobs that arrive during a forward pass form the next
+batch. When the last batch held more than one job (the service is under load), the worker also waits
+up to ``max_wait_ms`` (≤ 5 ms) for more before starting; a lone query on an idle service is encoded at
+once, so batching costs a single client nothing. Running the follow-up in the same thread spares each
+request a second thread hand-off.
 """
 
 from __future__ import annotations
@@ -15,22 +17,32 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 EncodeFn = Callable[[list[str]], tuple[np.ndarray, list[bool]]]
+Then = Callable[[np.ndarray, list[bool]], Any]
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    then: Then | None
+    future: asyncio.Future
 
 
 class MicroBatcher:
-    """Groups concurrent :meth:`encode` calls into batched calls of ``fn``.
+    """Groups concurrent :meth:`encode` / :meth:`submit` calls into batched calls of ``fn``.
 
     Args:
         fn: ``texts -> (vectors, truncated flags)``; runs in the batcher's own thread.
-        max_size: most texts per forward pass.
+        max_size: most texts per forward pass (a single larger request is encoded on its own).
         max_wait_ms: longest a batch waits for company once the service is under load (≤ 5).
-        on_batch: called with ``(batch size, seconds)`` after each forward pass (metrics).
+        on_batch: called with ``(texts, seconds)`` after each forward pass (metrics).
     """
 
     def __init__(
@@ -44,10 +56,10 @@ class MicroBatcher:
             raise ValueError(f"need max_size >= 1 and 0 <= max_wait_ms <= 5, got {max_size}, {max_wait_ms}")
         self.fn, self.max_size, self.max_wait = fn, max_size, max_wait_ms / 1000
         self.on_batch = on_batch
-        self._queue: asyncio.Queue | None = None
+        self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedkd-encode")
-        self._last_size = 1
+        self._last_jobs = 1
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -62,49 +74,70 @@ class MicroBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Vectors and truncation flags for ``texts``, encoded together with whatever else is waiting."""
+    async def submit(self, texts: Sequence[str], then: Then | None = None) -> Any:
+        """Encode ``texts`` with whatever else is waiting; return ``then(vectors, truncated)``
+        (computed in the encoding thread) or, without ``then``, ``(vectors, truncated)``."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in texts]
-        for text, fut in zip(texts, futures):
-            self._queue.put_nowait((text, fut))
-        done = await asyncio.gather(*futures)
-        return np.stack([v for v, _ in done]), [t for _, t in done]
+        job = _Job(list(texts), then, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(job)
+        return await job.future
 
-    async def _collect(self) -> list[tuple[str, asyncio.Future]]:
+    async def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Vectors and truncation flags of ``texts``."""
+        return await self.submit(texts)
+
+    async def _collect(self) -> list[_Job]:
         assert self._queue is not None
         batch = [await self._queue.get()]
-        while len(batch) < self.max_size and not self._queue.empty():
+        size = len(batch[0].texts)
+        while size < self.max_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
-        if self._last_size > 1 and self.max_wait > 0:
+            size += len(batch[-1].texts)
+        if self._last_jobs > 1 and self.max_wait > 0:
             deadline = time.monotonic() + self.max_wait
-            while len(batch) < self.max_size and (left := deadline - time.monotonic()) > 0:
+            while size < self.max_size and (left := deadline - time.monotonic()) > 0:
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), left))
                 except asyncio.TimeoutError:
                     break
+                size += len(batch[-1].texts)
         return batch
+
+    def _process(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        """In the encoding thread: one forward pass, then each job's follow-up on its rows."""
+        texts = [t for job in jobs for t in job.texts]
+        start = time.perf_counter()
+        vectors, truncated = self.fn(texts)
+        if self.on_batch is not None:
+            self.on_batch(len(texts), time.perf_counter() - start)
+        out, row = [], 0
+        for job in jobs:
+            n = len(job.texts)
+            vecs, cut = vectors[row : row + n], list(truncated[row : row + n])
+            row += n
+            try:
+                out.append((True, job.then(vecs, cut) if job.then else (vecs, cut)))
+            except Exception as exc:  # noqa: BLE001 - belongs to this job only
+                out.append((False, exc))
+        return out
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            live = [(text, fut) for text, fut in batch if not fut.done()]  # skip cancelled requests
-            self._last_size = len(batch)
+            self._last_jobs = len(batch)
+            live = [job for job in batch if not job.future.done()]  # skip cancelled requests
             if not live:
                 continue
-            start = time.perf_counter()
             try:
-                vecs, truncated = await loop.run_in_executor(self._executor, self.fn, [t for t, _ in live])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            if self.on_batch is not None:
-                self.on_batch(len(live), time.perf_counter() - start)
-            for (_, fut), vec, cut in zip(live, vecs, truncated):
-                if not fut.done():
-                    fut.set_result((vec, cut))
+                results = await loop.run_in_executor(self._executor, self._process, live)
+            except Exception as exc:  # noqa: BLE001 - the forward pass failed: every job gets the error
+                results = [(False, exc)] * len(live)
+            for job, (ok, value) in zip(live, results):
+                if job.future.done():
+                    continue
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from concurrent.futures import Executor
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -27,10 +26,6 @@ def get_service(request: Request) -> SearchService:
 
 def get_batcher(request: Request) -> MicroBatcher:
     return request.app.state.batcher
-
-
-def get_search_executor(request: Request) -> Executor:
-    return request.app.state.search_executor
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -69,4 +64,3 @@ Service = Annotated[SearchService, Depends(get_service)]
 Batcher = Annotated[MicroBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 Settings = Annotated[ServeSettings, Depends(get_settings)]
-SearchExecutor = Annotated[Executor, Depends(get_search_executor)]

@@ -57,9 +57,9 @@ class SearchResponse(BaseModel):
     results: list[SearchHit] | list[list[SearchHit]]
     truncated: bool | list[bool] = Field(description="query longer than the student's max length (cut)")
     k: int
-    took_ms: float
-    encode_ms: float
-    search_ms: float
+    took_ms: float = Field(description="time in the service for this request")
+    encode_ms: float = Field(description="waiting for and running the student forward pass (shared batch)")
+    search_ms: float = Field(description="index search and document lookup")
 
 
 class DocumentIn(Strict):

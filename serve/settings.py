@@ -27,7 +27,6 @@ class ServeSettings(BaseSettings):
         refresh_seconds: read-only replicas re-sync with the directory this often (0: never).
         max_k / max_queries / max_documents: request limits (at most the schema's hard limits).
         batch_max_size / batch_max_wait_ms: query micro-batching (one forward pass per batch).
-        search_threads: threads running index searches (off the event loop).
         snapshot_every: writes between index snapshots.
         overfetch: hits fetched per wanted hit when filtering.
         cache_dir: teacher cache root [EMBEDKD_CACHE_DIR].
@@ -53,7 +52,6 @@ class ServeSettings(BaseSettings):
     max_documents: int = Field(256, ge=1, le=HARD_MAX_DOCUMENTS)
     batch_max_size: int = Field(64, ge=1, le=1024)
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=5.0)
-    search_threads: int = Field(2, ge=1, le=64)
     snapshot_every: int = Field(1000, ge=0)
     overfetch: int = Field(4, ge=1, le=64)
     cache_dir: str | None = None

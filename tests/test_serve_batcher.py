@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -54,13 +55,38 @@ def test_batches_never_exceed_max_size_and_multi_text_requests_come_back_in_orde
     async def main():
         b = MicroBatcher(enc, max_size=4, max_wait_ms=0)
         await b.start()
+        singles = asyncio.gather(*(b.encode([f"s{i}"]) for i in range(10)))
         many = await b.encode(["a", "bb", "ccc", "dddd", "eeeee", "ffffff"])
+        await singles
         await b.stop()
         return many
 
     vecs, truncated = run(main())
     assert vecs[:, 0].tolist() == [1, 2, 3, 4, 5, 6] and truncated == [False] * 5 + [True]
-    assert max(len(batch) for batch in enc.batches) <= 4
+    sizes = [len(batch) for batch in enc.batches]
+    assert sum(sizes) == 16 and all(n <= 4 or n == 6 for n in sizes)  # an oversized request goes alone
+
+
+def test_follow_up_runs_in_the_encoding_thread_on_its_own_rows():
+    enc = FakeEncoder(0.02)
+
+    def then(vecs, truncated):
+        if vecs[0, 0] == 3:
+            raise KeyError("bad job")
+        return threading.current_thread().name, vecs[:, 0].tolist(), truncated
+
+    async def main():
+        b = MicroBatcher(enc, max_size=64, max_wait_ms=0)
+        await b.start()
+        jobs = [b.submit(["aa", "bbbbbbb"], then), b.submit(["ccc"], then), b.submit(["d"], then)]
+        out = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.stop()
+        return out
+
+    first, failed, last = run(main())
+    assert first[0].startswith("embedkd-encode") and first[1:] == ([2.0, 7.0], [False, True])
+    assert isinstance(failed, KeyError) and last[1:] == ([1.0], [False])  # one job's error stays its own
+    assert [len(batch) for batch in enc.batches] == [4]
 
 
 def test_encoding_runs_off_the_event_loop_and_lone_query_does_not_wait():
