@@ -133,7 +133,7 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
         heldout_pairs=300,
         loss="cosent",
         epochs=1,
-        batch_size=16,
+        batch_size=args.batch_size,
         lr=args.lr,
         max_seq_length=128,
         seed=args.seed,
@@ -213,16 +213,21 @@ def parse_args(argv=None):
         ],
     )
     p.add_argument("--train-fraction", type=float, default=0.4)
-    p.add_argument("--student", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument(
+        "--student",
+        default="static:sentence-transformers/all-MiniLM-L6-v2",
+        help="student start: a SentenceTransformer, or static:MODEL (token embeddings of MODEL)",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--student-dir", default="/work/runs/ontology-iu-student")
     p.add_argument("--retrain", action="store_true")
-    p.add_argument("--pairs", type=int, default=3000)
+    p.add_argument("--pairs", type=int, default=20000)
     p.add_argument("--max-train-minutes", type=float, default=12.0)
     p.add_argument("--train-only", action="store_true", help="train (or find) the student and stop")
     p.add_argument(
         "--with-cxr-only", action="store_true", help="also rank with the packaged vocabulary alone"
     )
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seq-len", type=int, default=256, help="max tokens for MiniLM/mpnet/student encoding")
     p.add_argument("--speed-docs", type=int, default=100_000)
     p.add_argument("--speed-queries", type=int, default=5)
@@ -290,7 +295,8 @@ def main(argv=None) -> int:
 
     student_dir, train_s = train_student(args, [r["text"] for r in train])
     student = SentenceTransformer(str(student_dir), device="cpu")
-    student.max_seq_length = args.seq_len
+    if hasattr(student[0], "max_seq_length"):
+        student.max_seq_length = args.seq_len
     student_vecs = student.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
     minilm = encode_cached("sentence-transformers/all-MiniLM-L6-v2", texts, args.seq_len, 32)
     mpnet = encode_cached("sentence-transformers/all-mpnet-base-v2", texts, args.seq_len, 16)

@@ -124,3 +124,19 @@ def test_distill_bad_ontology_is_one_error(tmp_path, tiny_st_factory, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "X:2" in err[0]
+
+
+def test_static_student_from_token_embeddings(tiny_st_factory):
+    from sentence_transformers import SentenceTransformer
+
+    from embedkd.methods.ontology_train import build_pair_student
+
+    base = SentenceTransformer(tiny_st_factory(), device="cpu")
+    static = build_pair_student("static:" + tiny_st_factory())
+    assert type(static[0]).__name__ == "StaticEmbedding"
+    ids = base.tokenize(["cardiomegaly"])["input_ids"][0]
+    table = base[0].auto_model.get_input_embeddings().weight.detach().numpy()
+    expected = table[ids[ids > 0].numpy()].mean(0)  # mean of the token vectors (BOS/EOS included)
+    got = static.encode(["cardiomegaly"])[0]
+    assert got.shape == (32,)
+    assert abs(got - expected).max() < 1e-4 or abs(got - table[ids[1:-1].numpy()].mean(0)).max() < 1e-4

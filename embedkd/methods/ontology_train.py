@@ -135,6 +135,28 @@ def _time_limit_callback(seconds: float):
     return TimeLimit()
 
 
+def build_pair_student(spec: str, max_seq_length: int | None = None):
+    """The student: any SentenceTransformer, or ``static:MODEL`` for a static-embedding student.
+
+    ``static:MODEL`` is a bag of token vectors (sentence-transformers ``StaticEmbedding``) initialised
+    from ``MODEL``'s input token embeddings and tokenizer: orders of magnitude cheaper to train and to
+    query than a transformer, which suits a lexical teacher such as concept matching.
+    """
+    from embedkd.students import load_student
+
+    if not spec.startswith("static:"):
+        return load_student(spec, max_seq_length=max_seq_length)
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    base = load_student(spec.split(":", 1)[1], device="cpu")
+    transformer = base[0]
+    tokenizer = transformer.tokenizer
+    weights = transformer.auto_model.get_input_embeddings().weight.detach().clone()
+    static = StaticEmbedding(tokenizer.backend_tokenizer, embedding_weights=weights)
+    return SentenceTransformer(modules=[static], device="cpu")
+
+
 def _pair_metrics(evaluator, model) -> dict[str, float]:
     found = evaluator(model)
     pick = lambda part: next((float(v) for k, v in found.items() if k.endswith(part)), float("nan"))  # noqa: E731
@@ -150,7 +172,6 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
 
     from embedkd.modelcard import write_model_card
     from embedkd.ontology import ConceptExtractor, TverskyConfig, TverskySimilarity, load_ontologies
-    from embedkd.students import load_student
 
     started = time.time()
     resume_from = _resume_checkpoint(config)
@@ -173,7 +194,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         sum(train["score"]) / len(train["score"]),
     )
 
-    student = load_student(config.student, max_seq_length=config.training.max_seq_length)
+    student = build_pair_student(config.student, config.training.max_seq_length)
     evaluator = None
     before = {}
     if heldout_n >= 2 and config.heldout_pairs:
