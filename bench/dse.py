@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkd.crossencoder import CrossEncoderTeacher
-from embedkd.pair_eval import MAIN_METRIC, evaluate_pairs, relative_drop
+from embedkd.pair_eval import MAIN_METRIC, evaluate_pairs, pair_metrics, relative_drop
 from embedkd.pair_head import load_dse_student
 from embedkd.pairs import load_pairs
 
@@ -117,6 +117,8 @@ def evaluate_task(name: str, args: argparse.Namespace) -> dict:
         result[role] = {**evaluate_pairs(student, pairs), "steps": student.meta["steps"]}
         result[role]["lambda"] = student.meta["config"]["lam"]
         commands.append(_student_command(paths[role], student.meta))
+    if pairs.task.value == "regression":
+        result["encoder_cosine"] = _cosine_baseline(student, pairs)
     metric = result["metric"]
     for role in ("student", "control"):
         result[f"{role}_relative_drop_pct"] = round(
@@ -124,6 +126,17 @@ def evaluate_task(name: str, args: argparse.Namespace) -> dict:
         )
     result["training_commands"] = commands
     return result
+
+
+def _cosine_baseline(student, pairs) -> dict:
+    """Spearman of the plain cosine of the student's embeddings (no pair head), for context."""
+    import torch
+
+    u, v = student.encode(list(pairs.a)), student.encode(list(pairs.b))
+    cos = torch.nn.functional.cosine_similarity(u, v).numpy().reshape(-1, 1)
+    out = pair_metrics(cos, pairs.labels, pairs.task)
+    out["note"] = "cosine of the control's encoder embeddings, no pair head"
+    return out
 
 
 def _candidates(args: argparse.Namespace, student) -> tuple[list[str], str]:
