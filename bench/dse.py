@@ -44,7 +44,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.add_argument(f"--{task}-{role}", help=f"{task} {role} model dir")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="tasks to evaluate")
     p.add_argument(
-        "--max-test-pairs", type=int, default=None, help="evaluate on the first N test pairs of each task"
+        "--max-test-pairs",
+        nargs="+",
+        default=[],
+        help="evaluate on the first N test pairs: N for every task, or TASK=N (e.g. mrpc=600)",
     )
     p.add_argument("--data", default=str(DATA), help="shared data folder")
     p.add_argument("--candidates", type=int, default=10_000, help="candidates for the speed test")
@@ -99,16 +102,25 @@ def load_student(path: str, cache_dir: str | None):
     return student
 
 
+def _test_limit(name: str, args: argparse.Namespace) -> int | None:
+    limit = None
+    for item in args.max_test_pairs:
+        task, _, n = item.rpartition("=")
+        if task in ("", name):
+            limit = int(n)
+    return limit
+
+
 def evaluate_task(name: str, args: argparse.Namespace) -> dict:
     task, rel = TASKS[name]
-    pairs = load_pairs(Path(args.data) / rel, task, max_samples=args.max_test_pairs)
+    pairs = load_pairs(Path(args.data) / rel, task, max_samples=_test_limit(name, args))
     paths = {role: getattr(args, f"{name}_{role}") for role in ("teacher", "student", "control")}
     missing = [f"--{name}-{role}" for role, path in paths.items() if not path]
     if missing:
         raise SystemExit(f"task {name} needs {', '.join(missing)}")
     teacher = CrossEncoderTeacher(paths["teacher"], task, cache_dir=args.cache_dir)
     result = {"test": rel, "pairs": len(pairs), "metric": MAIN_METRIC[pairs.task]}
-    if args.max_test_pairs:
+    if _test_limit(name, args):
         result["test_subset"] = f"first {len(pairs)} pairs of the test file"
     result["teacher"] = evaluate_pairs(teacher, pairs)
     commands = [_teacher_command(paths["teacher"])]
@@ -149,7 +161,7 @@ def _candidates(args: argparse.Namespace, student) -> tuple[list[str], str]:
     texts: list[str] = []
     for name in args.tasks:
         task, rel = TASKS[name]
-        test = load_pairs(Path(args.data) / rel, task, max_samples=args.max_test_pairs)
+        test = load_pairs(Path(args.data) / rel, task, max_samples=_test_limit(name, args))
         texts += [*test.a, *test.b]
     cfg = student.meta["config"]
     train = load_pairs(cfg["data"], cfg["task"], max_samples=cfg["max_samples"])
@@ -219,7 +231,7 @@ def write_markdown(result: dict, path: Path) -> None:
             return f"{r[role][m]:.2f}" + (f" / {r[role]['f1']:.2f}" if extra else "")
 
         lines.append(
-            f"| {name} ({r['pairs']}) | {m}{extra} | {cell('teacher')} | {cell('student')} | "
+            f"| {name} ({'first ' if 'test_subset' in r else ''}{r['pairs']}) | {m}{extra} | {cell('teacher')} | {cell('student')} | "
             f"{cell('control')} | {r['student_relative_drop_pct']:.2f}% | {r['control_relative_drop_pct']:.2f}% |"
         )
     s = result.get("scoring")
