@@ -203,7 +203,8 @@ def markdown(report: dict) -> str:
     lines = [
         "# DCLIP on flickr8k-1k",
         "",
-        f"{s['train_images']} train / {s['test_images']} test images ({s['train_pairs']} / {s['test_pairs']} pairs), "
+        f"{s.get('pretrain_images', 0)} base pre-training / {s['train_images']} fine-tuning / "
+        f"{s['test_images']} test images ({s['train_pairs']} fine-tuning / {s['test_pairs']} test pairs), "
         f"small CLIP from config ({s['params']:,} params), regions `{s['detector']}`. Test-split retrieval, %:",
         "",
         "| model | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | t2i mAP | i2t mAP |",
