@@ -39,5 +39,7 @@ def make_tiny_clip(path: Path, texts: list[str] | None = None, seed: int = 0) ->
     from embedkd.clipmodel import SmallClipConfig, build_small_clip
 
     texts = texts or [f"a {c} {s} on grey background ." for c in COLORS for s in SHAPES] * 5
-    config = SmallClipConfig(image_size=32, patch_size=8, hidden=32, layers=1, heads=2, projection_dim=16, vocab_size=320)
+    config = SmallClipConfig(
+        image_size=32, patch_size=8, hidden=32, layers=1, heads=2, projection_dim=16, vocab_size=320
+    )
     return build_small_clip(path, texts, config, seed=seed)

@@ -19,7 +19,13 @@ class _Img:
 
 def test_grid_boxes_are_exact_and_deterministic():
     boxes = GridDetector((1, 2)).detect(_Img())
-    assert boxes == [(0, 0, 200, 150), (0, 0, 100, 75), (100, 0, 200, 75), (0, 75, 100, 150), (100, 75, 200, 150)]
+    assert boxes == [
+        (0, 0, 200, 150),
+        (0, 0, 100, 75),
+        (100, 0, 200, 75),
+        (0, 75, 100, 150),
+        (100, 75, 200, 150),
+    ]
     assert len(GridDetector().detect(_Img())) == 1 + 4 + 9
     assert load_detector("grid:1,3").id == "grid:1,3"
     assert load_detector("grid").detect(_Img()) == GridDetector((1, 2, 3)).detect(_Img())
@@ -84,7 +90,9 @@ def test_changed_weights_miss_the_cache_and_corrupt_cache_is_reported(tmp_path, 
     with torch.no_grad():
         model.visual_projection.weight.mul_(2.0)
     try:
-        after = encode_regions(model, processor, [image], GridDetector((1,)), model_name="tiny", cache_dir=cache)
+        after = encode_regions(
+            model, processor, [image], GridDetector((1,)), model_name="tiny", cache_dir=cache
+        )
     finally:
         with torch.no_grad():
             model.visual_projection.weight.div_(2.0)
