@@ -110,7 +110,7 @@ def test_distill_help_of_every_method(method, capsys):
             ],
             "invalid choice: 'bogus'",
         ),
-        (["distill", "--method", "leaf", "--teacher", "t"], "required"),
+        (["distill", "--method", "dse", "--teacher", "t"], "required"),
         (
             [
                 "distill",
