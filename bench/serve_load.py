@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of encoder and search (both runs)")
     p.add_argument("--note", default="", help="free text recorded with the results (e.g. which student)")
     p.add_argument("--output", default=str(REPO / "bench/results/serve_load.json"))
+    p.add_argument("--server-log", default="/tmp/embedkd-serve-load.server.log", help="servers' output")
     return p.parse_args(argv)
 
 
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     logger.info("bare: %s", bare)
-    log = Path(args.output).with_suffix(".server.log")
+    log = Path(args.server_log)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     served = {
