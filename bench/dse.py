@@ -234,6 +234,9 @@ def write_markdown(result: dict, path: Path) -> None:
             f"| {name} ({'first ' if 'test_subset' in r else ''}{r['pairs']}) | {m}{extra} | {cell('teacher')} | {cell('student')} | "
             f"{cell('control')} | {r['student_relative_drop_pct']:.2f}% | {r['control_relative_drop_pct']:.2f}% |"
         )
+    for name in (n for n in TASKS if "encoder_cosine" in result.get(n, {})):
+        c = result[name]["encoder_cosine"]["spearman"]
+        lines += ["", f"{name}: plain cosine of the same frozen encoder, no pair head: Spearman {c:.2f}."]
     s = result.get("scoring")
     lines += (
         []

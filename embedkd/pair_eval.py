@@ -73,7 +73,7 @@ def pair_metrics(logits: np.ndarray, labels: np.ndarray, task: PairTask | str) -
         precision = tp / max(pred.sum(), 1.0)
         recall = tp / max(labels.sum(), 1.0)
         out["accuracy"] = 100 * float((pred == labels).mean())
-        out["f1"] = 100 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        out["f1"] = 100 * float(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     else:
         out["accuracy"] = 100 * float((logits.argmax(axis=1) == labels).mean())
     return out
