@@ -295,7 +295,7 @@ def main(argv=None) -> int:
 
     student_dir, train_s = train_student(args, [r["text"] for r in train])
     student = SentenceTransformer(str(student_dir), device="cpu")
-    if hasattr(student[0], "max_seq_length"):
+    if type(student[0]).__name__ != "StaticEmbedding":  # a bag of tokens has no length limit to set
         student.max_seq_length = args.seq_len
     student_vecs = student.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
     minilm = encode_cached("sentence-transformers/all-MiniLM-L6-v2", texts, args.seq_len, 32)
@@ -371,7 +371,7 @@ def main(argv=None) -> int:
             "student_train_s": train_s,
         },
         "wall_time_s": round(time.time() - started, 1),
-        "command": "nice -n 5 python bench/ontology_iu.py "
+        "command": "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 python bench/ontology_iu.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     path = Path(args.output)
