@@ -138,3 +138,34 @@ def parse_int_list(value: str | None) -> tuple[int, ...] | None:
         return tuple(int(v) for v in value.split(","))
     except ValueError:
         raise ConfigError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def training_config_from_args(args, default_lr: float, **extra) -> TrainingConfig:
+    """The :class:`TrainingConfig` of ``embedkd distill``'s common options (plus method-specific ``extra``)."""
+    return TrainingConfig(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr or default_lr,
+        max_seq_length=args.max_seq_length,
+        seed=args.seed,
+        resume=args.resume,
+        **extra,
+    )
+
+
+def resume_checkpoint(output: str | Path, resume: bool) -> str | None:
+    """The last checkpoint under ``output/checkpoints`` when ``resume`` (None otherwise).
+
+    Raises:
+        ConfigError: ``resume`` is set but there is no checkpoint to resume from.
+    """
+    if not resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(output) / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last is None:
+        raise ConfigError(f"--resume given but {ckpt_dir} holds no checkpoint; run without --resume to start")
+    return last

@@ -21,7 +21,7 @@ import logging
 import random
 from pathlib import Path
 
-from embedkd.config import LeafConfig, TrainingConfig, parse_int_list
+from embedkd.config import LeafConfig, TrainingConfig, parse_int_list, training_config_from_args
 from embedkd.errors import EmbedkdError
 
 logger = logging.getLogger(__name__)
@@ -68,16 +68,8 @@ def add_arguments(group) -> None:
 
 def config_from_args(args: argparse.Namespace) -> LeafConfig:
     """Turn parsed CLI arguments into a :class:`LeafConfig` (defaults fill what was not given)."""
-    training = TrainingConfig(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr or DEFAULT_LR,
-        max_seq_length=args.max_seq_length,
-        seed=args.seed,
-        resume=args.resume,
-        eval_steps=args.eval_steps,
-        save_steps=args.save_steps,
+    training = training_config_from_args(
+        args, DEFAULT_LR, eval_steps=args.eval_steps, save_steps=args.save_steps
     )
     base = LeafConfig()
     return LeafConfig(

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from embedkd.config import LeafConfig
+from embedkd.config import LeafConfig, resume_checkpoint
 from embedkd.errors import EmbedkdError
 
 logger = logging.getLogger(__name__)
@@ -58,17 +58,9 @@ def _cuda() -> bool:
 
 
 def _resume_checkpoint(config: LeafConfig) -> str | None:
-    if not config.training.resume:
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = Path(config.output) / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if last is None:
-        raise EmbedkdError(
-            f"--resume given but {ckpt_dir} holds no checkpoint; run without --resume to start"
-        )
-    logger.info("resuming from %s", last)
+    last = resume_checkpoint(config.output, config.training.resume)
+    if last:
+        logger.info("resuming from %s", last)
     return last
 
 

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedkd.config import TrainingConfig
+from embedkd.config import TrainingConfig, training_config_from_args
 from embedkd.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -115,16 +115,7 @@ def add_arguments(group) -> None:
 
 def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
     """Build the config from parsed ``embedkd distill --method ontology`` arguments."""
-    training = TrainingConfig(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr or DEFAULT_LR,
-        max_seq_length=args.max_seq_length,
-        seed=args.seed,
-        resume=args.resume,
-        save_steps=args.save_steps,
-    )
+    training = training_config_from_args(args, DEFAULT_LR, save_steps=args.save_steps)
     return OntologyDistillConfig(
         ontologies=tuple(s.strip() for s in args.teacher.split(",") if s.strip()),
         student=args.student,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from embedkd.config import resume_checkpoint
 from embedkd.errors import EmbedkdError
 from embedkd.methods.ontology import OntologyDistillConfig
 
@@ -106,15 +107,7 @@ def _training_args(config: OntologyDistillConfig, n_pairs: int):
 
 
 def _resume_checkpoint(config: OntologyDistillConfig) -> str | None:
-    if not config.training.resume:
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = Path(config.output) / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if last is None:
-        raise EmbedkdError(f"--resume given but {ckpt_dir} holds no checkpoint; run without --resume")
-    return last
+    return resume_checkpoint(config.output, config.training.resume)
 
 
 def _time_limit_callback(seconds: float):
