@@ -143,5 +143,14 @@ def st_query_fn(model, batch_size: int):
 
 
 def folder_mb(path: str | Path) -> float:
-    """Size on disk of a model folder in MB (weights, tokenizer, configs)."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
+    """Size on disk of a model folder in MB (weights, tokenizer, configs; training checkpoints excluded)."""
+    root = Path(path)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return (
+        sum(
+            p.stat().st_size
+            for p in files
+            if not any(part.startswith("checkpoint") for part in p.relative_to(root).parts)
+        )
+        / 1e6
+    )
