@@ -264,7 +264,7 @@ class SearchService:
         hits = self.index.search(vectors, k, accept, self.options.overfetch)
         if self.delta is not None and self.delta.ntotal:
             extra = self.delta.search(vectors, k, accept, self.options.overfetch)
-            hits = [sorted(a + b, key=lambda h: -h[1])[:k] for a, b in zip(hits, extra)]
+            hits = [_merge_hits(main, recent, k) for main, recent in zip(hits, extra)]
         docs = self.store.lookup([vid for row in hits for vid, _ in row], with_text=include_text)
         return [
             [
@@ -315,3 +315,13 @@ def _lock_writer(index_dir: Path):
             f"{index_dir} is already open for writing by another process; start this one with --read-only"
         ) from None
     return handle
+
+
+def _merge_hits(main: list, recent: list, k: int) -> list:
+    """Top ``k`` of the snapshot index's and the recent-writes index's hits, one per id.
+
+    A document written after the snapshot can be in both (its snapshot vector may be stale); the
+    recent one wins, and a duplicate never takes a slot from another document.
+    """
+    seen = {vid for vid, _ in recent}
+    return sorted(recent + [h for h in main if h[0] not in seen], key=lambda h: -h[1])[:k]
