@@ -30,8 +30,14 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 CRASH_ACKS = 25  # acknowledged writes before the kill -9
 
 
-def _write_stream(url: str, acked: list[str], deleted: list[str], stop: threading.Event) -> None:
-    """Upsert documents one by one (deleting every 5th acknowledged one) until the server dies."""
+def _write_stream(
+    url: str, acked: list[str], deleted: list[str], uncertain: list[str], stop: threading.Event
+) -> None:
+    """Upsert documents one by one (deleting every 5th acknowledged one) until the server dies.
+
+    A delete in flight when the server dies was never acknowledged: it may or may not have been applied,
+    so its document goes to ``uncertain`` (neither outcome is a durability failure).
+    """
     with httpx.Client(base_url=url, timeout=30, headers=AUTH) as c:
         i = 0
         while not stop.is_set():
@@ -46,7 +52,12 @@ def _write_stream(url: str, acked: list[str], deleted: list[str], stop: threadin
                 acked.append(doc["id"])
                 if i % 5 == 4:
                     victim = acked[-3]
-                    if c.delete(f"/documents/{victim}").status_code != 200:
+                    try:
+                        status = c.delete(f"/documents/{victim}").status_code
+                    except httpx.HTTPError:
+                        uncertain.append(victim)
+                        raise
+                    if status != 200:
                         return
                     deleted.append(victim)
             except httpx.HTTPError:
@@ -74,8 +85,8 @@ def deployment(tmp_path_factory, tiny_st_factory):
     args += ["--cache-dir", str(root / "cache"), "--max-k", "20", "--snapshot-every", "7", "--threads", "1"]
     env = {"EMBEDKD_API_KEY": KEY}
     first = Server(args, root / "server.log", env=env).wait_ready()
-    acked, deleted, stop = [], [], threading.Event()
-    writer = threading.Thread(target=_write_stream, args=(first.url, acked, deleted, stop))
+    acked, deleted, uncertain, stop = [], [], [], threading.Event()
+    writer = threading.Thread(target=_write_stream, args=(first.url, acked, deleted, uncertain, stop))
     writer.start()
     deadline = time.monotonic() + 300
     while len(acked) < CRASH_ACKS and writer.is_alive() and time.monotonic() < deadline:
@@ -94,20 +105,16 @@ def deployment(tmp_path_factory, tiny_st_factory):
         "root": root,
         "acked": list(acked),
         "deleted": list(deleted),
+        "uncertain": list(uncertain),
     }
     client.close()
     assert server.stop() in (0, -signal.SIGTERM), server.tail()  # uvicorn re-raises the signal it handled
 
 
-@pytest.mark.xfail(
-    reason="KNOWN BUG (issue 4 left open): on an idle machine one acknowledged document (w22) is stored after "
-    "kill -9 + restart but not returned by a filtered search; found at the end of session 1, not yet diagnosed",
-    strict=False,
-)
 def test_kill_9_loses_no_acknowledged_write(deployment):
     """After ``kill -9`` and a restart, every acknowledged write is there, and nothing is corrupt."""
     client, acked, deleted = deployment["client"], deployment["acked"], deployment["deleted"]
-    live = [d for d in acked if d not in deleted]
+    live = [d for d in acked if d not in deleted and d not in deployment["uncertain"]]
     numbers = [int(d[1:]) for d in live]
     found = client.post("/search", json={"query": "written document", "k": 20, "filter": {"w": numbers[:20]}})
     assert {r["id"] for r in found.json()["results"]} == set(live[:20])  # searchable, through the index
