@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +124,7 @@ class LeafConfig:
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".embedkd-write-probe"
+        probe = path / f".embedkd-write-probe-{os.getpid()}"  # per process: torchrun ranks check at once
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
