@@ -27,6 +27,8 @@ class TrainingConfig:
         resume: continue from the last checkpoint in the output directory.
         eval_steps: evaluate held-out fidelity every this many steps (0: only at the end).
         save_steps: checkpoint every this many steps.
+        bf16: train under bfloat16 autocast (fp32 master weights); ~1.4x faster on CPUs with
+            AVX512-BF16/AMX and on recent GPUs.
     """
 
     epochs: float = 1.0
@@ -39,6 +41,7 @@ class TrainingConfig:
     resume: bool = False
     eval_steps: int = 0
     save_steps: int = 500
+    bf16: bool = False
 
     def validate(self) -> None:
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -74,6 +77,10 @@ class LeafConfig:
         teacher_role: role the training texts are embedded as by the teacher (document|query).
         cache_dir: teacher cache root (None: ``~/.cache/embedkd/teacher``).
         save_asym: also save an asymmetric model (queries → student, documents → teacher).
+        student_dropout: dropout probability of the student while training (None: the model's own);
+            regression onto fixed targets learns faster without dropout noise.
+        freeze_embeddings: keep the student's token-embedding matrix fixed (half of a MiniLM's
+            weights; ~1.3x faster steps).
         training: trainer knobs.
     """
 
@@ -93,6 +100,8 @@ class LeafConfig:
     teacher_role: str = "document"
     cache_dir: str | None = None
     save_asym: bool = False
+    student_dropout: float | None = 0.0
+    freeze_embeddings: bool = False
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def validate(self) -> None:
@@ -116,6 +125,8 @@ class LeafConfig:
             raise ConfigError(f"--matryoshka-dims must be positive, got {self.matryoshka_dims}")
         if self.teacher_role not in ("query", "document"):
             raise ConfigError(f"--teacher-role must be query or document, got {self.teacher_role!r}")
+        if self.student_dropout is not None and not 0 <= self.student_dropout < 1:
+            raise ConfigError(f"--student-dropout must be in [0, 1), got {self.student_dropout}")
         if self.teacher_batch_size < 1:
             raise ConfigError(f"--teacher-batch-size must be >= 1, got {self.teacher_batch_size}")
         _check_writable(Path(self.output))

@@ -109,15 +109,17 @@ def add_projection(model, out_dim: int):
 
 
 def init_projection_lstsq(model, texts: Sequence[str], targets: np.ndarray, *, batch_size: int = 64) -> float:
-    """Set the last ``Dense`` layer to the least-squares map from the student's features to ``targets``.
+    """Set the last ``Dense`` module to the least-squares map from the student's features to ``targets``.
 
     Starting training from the best linear map (rather than a random one) removes most of the initial
     loss, so short runs reach far higher fidelity. Returns the mean cosine of that linear fit.
     """
     from sentence_transformers import SentenceTransformer
 
-    dense = model[-1]
-    body = SentenceTransformer(modules=list(model)[:-1], device=str(model.device))
+    modules = list(model)
+    at = max(i for i, m in enumerate(modules) if type(m).__name__ == "Dense")
+    dense = modules[at]
+    body = SentenceTransformer(modules=modules[:at], device=str(model.device))
     feats = body.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     x = np.hstack([feats, np.ones((len(feats), 1), dtype=feats.dtype)])
     # Small ridge term keeps the solve stable when there are fewer texts than features.
@@ -158,3 +160,25 @@ def build_student(
             )
         model = add_projection(model, teacher_dim)
     return model
+
+
+def set_trainable(model, *, dropout: float | None = None, freeze_embeddings: bool = False) -> None:
+    """Set every dropout of ``model`` to ``dropout`` (None: leave them) and optionally freeze token embeddings.
+
+    The new dropout is also written into the HF config, so a saved and reloaded student keeps it.
+    """
+    if dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = dropout
+        config = getattr(getattr(model[0], "auto_model", None), "config", None)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if config is not None and hasattr(config, name):
+                setattr(config, name, dropout)
+    if freeze_embeddings:
+        auto = getattr(model[0], "auto_model", None)
+        embeddings = auto.get_input_embeddings() if auto is not None else None
+        if embeddings is None:
+            raise EmbedkdError(f"cannot find the token embeddings of {type(model[0]).__name__} to freeze")
+        embeddings.weight.requires_grad_(False)
+        logger.info("student: token embeddings frozen (%d weights)", embeddings.weight.numel())

@@ -8,7 +8,13 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from embedkd.errors import ConfigError
-from embedkd.students import build_student, evenly_spaced_layers, init_projection_lstsq, prune_layers
+from embedkd.students import (
+    build_student,
+    evenly_spaced_layers,
+    init_projection_lstsq,
+    prune_layers,
+    set_trainable,
+)
 
 
 def test_evenly_spaced_layers():
@@ -68,3 +74,34 @@ def test_lstsq_init_recovers_a_linear_target(tiny_st_factory):
     fit = init_projection_lstsq(student, texts, targets)
     assert fit > 0.999
     np.testing.assert_allclose(student.encode(texts[:5]), targets[:5], atol=1e-2)
+
+
+def test_set_trainable_drops_dropout_and_survives_save(tiny_st_factory, tmp_path):
+    student = build_student(tiny_st_factory(hidden=32), teacher_dim=48)
+    set_trainable(student, dropout=0.0)
+    assert all(m.p == 0.0 for m in student.modules() if isinstance(m, torch.nn.Dropout))
+    student.train()
+    a, b = (student.forward(student.tokenize(["same text twice"]))["sentence_embedding"] for _ in range(2))
+    assert torch.equal(a, b)  # no dropout noise in training mode
+    student.save(str(tmp_path / "s"))
+    reloaded = SentenceTransformer(str(tmp_path / "s"), device="cpu")
+    assert reloaded[0].auto_model.config.hidden_dropout_prob == 0.0
+
+
+def test_set_trainable_freezes_only_token_embeddings(tiny_st_factory):
+    student = build_student(tiny_st_factory(hidden=32), teacher_dim=48)
+    set_trainable(student, freeze_embeddings=True)
+    frozen = [n for n, p in student.named_parameters() if not p.requires_grad]
+    assert frozen == ["0.model.embeddings.word_embeddings.weight"]
+
+
+def test_lstsq_init_finds_the_dense_before_a_normalize(tiny_st_factory):
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    student = build_student(tiny_st_factory(hidden=32), teacher_dim=16)
+    student = SentenceTransformer(modules=[*student, Normalize()], device="cpu")
+    texts = [f"text number {i} with words {i * 7 % 13}" for i in range(120)]
+    targets = np.random.default_rng(1).normal(size=(len(texts), 16)).astype(np.float32)
+    dense_before = student[-2].linear.weight.clone()
+    init_projection_lstsq(student, texts, targets)
+    assert not torch.equal(dense_before, student[-2].linear.weight)

@@ -8,12 +8,15 @@ import sys
 HELP = "distil a teacher into a small student (--method leaf|dse|dclip|ontology)"
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, required: bool = True, default_epochs: float = 1.0
+) -> None:
     """Options every method shares: models, data, output and the trainer's knobs.
 
     Args:
         parser: the ``distill`` parser.
         required: whether models, data and output must be given (LEAF has offline defaults for all four).
+        default_epochs: the method's default number of epochs.
     """
     g = parser.add_argument_group("models, data and output")
     default = " (default: %(default)s)" if not required else ""
@@ -47,7 +50,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
         "--cache-dir", default=None, help="teacher cache directory (default: ~/.cache/embedkd/teacher)"
     )
     t = parser.add_argument_group("training")
-    t.add_argument("--epochs", type=float, default=1.0, help="training epochs (default 1)")
+    t.add_argument(
+        "--epochs", type=float, default=default_epochs, help="training epochs (default %(default)s)"
+    )
     t.add_argument(
         "--max-steps", type=int, default=-1, help="stop after this many optimizer steps (overrides --epochs)"
     )
@@ -65,7 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--method", default="leaf", choices=list(METHODS), help="distillation method (default leaf)"
     )
     method = _method_in_argv(getattr(parser, "embedkd_argv", sys.argv[1:])) or "leaf"
-    add_common_arguments(parser, required=method != "leaf")
+    default_epochs = 1.0
+    if method == "leaf":
+        from embedkd.methods.leaf import DEFAULT_EPOCHS as default_epochs
+    add_common_arguments(parser, required=method != "leaf", default_epochs=default_epochs)
     if method not in METHODS:
         return  # argparse's choices check reports the bad --method as one clear error
     try:

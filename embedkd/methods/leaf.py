@@ -27,6 +27,7 @@ from embedkd.errors import EmbedkdError
 logger = logging.getLogger(__name__)
 
 DEFAULT_LR = 5e-4
+DEFAULT_EPOCHS = 1.0
 
 
 def add_arguments(group) -> None:
@@ -60,6 +61,19 @@ def add_arguments(group) -> None:
     )
     group.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (default 500)")
     group.add_argument(
+        "--student-dropout",
+        type=float,
+        default=0.0,
+        help="student dropout while training (default 0: regression onto fixed targets needs no noise; "
+        "-1 keeps the model's own)",
+    )
+    group.add_argument(
+        "--freeze-embeddings", action="store_true", help="keep the student's token embeddings fixed (faster)"
+    )
+    group.add_argument(
+        "--bf16", action="store_true", help="train under bfloat16 autocast (faster on CPUs with AVX512-BF16)"
+    )
+    group.add_argument(
         "--save-asym",
         action="store_true",
         help="also save an asymmetric model (queries: student, documents: teacher)",
@@ -69,7 +83,7 @@ def add_arguments(group) -> None:
 def config_from_args(args: argparse.Namespace) -> LeafConfig:
     """Turn parsed CLI arguments into a :class:`LeafConfig` (defaults fill what was not given)."""
     training = training_config_from_args(
-        args, DEFAULT_LR, eval_steps=args.eval_steps, save_steps=args.save_steps
+        args, DEFAULT_LR, eval_steps=args.eval_steps, save_steps=args.save_steps, bf16=args.bf16
     )
     base = LeafConfig()
     return LeafConfig(
@@ -89,6 +103,8 @@ def config_from_args(args: argparse.Namespace) -> LeafConfig:
         teacher_role=args.teacher_role,
         cache_dir=args.cache_dir,
         save_asym=args.save_asym,
+        student_dropout=None if args.student_dropout == -1 else args.student_dropout,
+        freeze_embeddings=args.freeze_embeddings,
         training=training,
     )
 
@@ -115,7 +131,9 @@ def distill(
             field (``epochs``, ``max_steps``, ``batch_size``, ``lr``, ...).
     """
     train_fields = set(TrainingConfig.__dataclass_fields__)
-    training = TrainingConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in train_fields})
+    training_kwargs = {"epochs": DEFAULT_EPOCHS, "lr": DEFAULT_LR}
+    training_kwargs.update({k: kwargs.pop(k) for k in list(kwargs) if k in train_fields})
+    training = TrainingConfig(**training_kwargs)
     data = (data,) if isinstance(data, (str, Path)) else tuple(data)
     for key in ("student_layers", "matryoshka_dims"):
         if kwargs.get(key) is not None:

@@ -19,6 +19,8 @@ LSTSQ_INIT_TEXTS = 4000
 def _training_args(config: LeafConfig, n_train: int):
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
+    from embedkd.sampling import LengthGroupedBatchSampler
+
     t = config.training
     steps_per_epoch = max(1, n_train // t.batch_size)
     eval_steps = t.eval_steps or steps_per_epoch
@@ -43,6 +45,8 @@ def _training_args(config: LeafConfig, n_train: int):
         ddp_backend="gloo" if _distributed() and not _cuda() else None,
         use_cpu=not _cuda(),
         dataloader_drop_last=False,
+        batch_sampler=LengthGroupedBatchSampler,
+        bf16=t.bf16,
         disable_tqdm=not logger.isEnabledFor(logging.INFO),
     )
 
@@ -76,7 +80,7 @@ def train_leaf(config: LeafConfig) -> Path:
     from embedkd.hub import resolve_model
     from embedkd.methods.leaf import split_texts
     from embedkd.modelcard import write_model_card
-    from embedkd.students import build_student, init_projection_lstsq
+    from embedkd.students import build_student, init_projection_lstsq, set_trainable
     from embedkd.teachers import load_teacher
 
     started = time.time()
@@ -117,10 +121,11 @@ def train_leaf(config: LeafConfig) -> Path:
         projection=config.projection,
         max_seq_length=config.training.max_seq_length,
     )
+    set_trainable(student, dropout=config.student_dropout, freeze_embeddings=config.freeze_embeddings)
     bad_dims = [d for d in config.matryoshka_dims if d > teacher.dim]
     if bad_dims:
         raise EmbedkdError(f"--matryoshka-dims {bad_dims} exceed the teacher dimension {teacher.dim}")
-    projected = type(student[-1]).__name__ == "Dense"
+    projected = any(type(m).__name__ == "Dense" for m in student)
     linear_fit = None
     if projected and resume_from is None:
         n = min(LSTSQ_INIT_TEXTS, len(train_texts))
