@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 OUT=${OUT:-runs/leaf-default}
 
-embedkd distill --method leaf --output "$OUT" --max-seq-length 128
+embedkd distill --method leaf --output "$OUT" --max-seq-length 128 --epochs 2
 python - "$OUT" <<'PY'
 import json, sys
 r = json.load(open(f"{sys.argv[1]}/embedkd_fidelity.json"))

@@ -21,13 +21,20 @@ import logging
 import random
 from pathlib import Path
 
-from embedkd.config import LeafConfig, TrainingConfig, parse_int_list, training_config_from_args
+from embedkd.config import (
+    LEAF_EPOCHS,
+    LEAF_LR,
+    LeafConfig,
+    TrainingConfig,
+    parse_int_list,
+    training_config_from_args,
+)
 from embedkd.errors import EmbedkdError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LR = 5e-4
-DEFAULT_EPOCHS = 1.0
+DEFAULT_LR = LEAF_LR
+DEFAULT_EPOCHS = LEAF_EPOCHS
 
 
 def add_arguments(group) -> None:

@@ -13,7 +13,7 @@ from embedkd.errors import EmbedkdError
 
 logger = logging.getLogger(__name__)
 
-LSTSQ_INIT_TEXTS = 4000
+LSTSQ_INIT_TEXTS = 20000  # 20k vs 4k texts: +0.01 held-out cosine after 150 steps; ~25 s of student encoding
 
 
 def _training_args(config: LeafConfig, n_train: int):
@@ -162,6 +162,9 @@ def train_leaf(config: LeafConfig) -> Path:
         "epochs": config.training.epochs,
         "batch_size": config.training.batch_size,
         "lr": config.training.lr,
+        "student_dropout": config.student_dropout,
+        "freeze_embeddings": config.freeze_embeddings,
+        "bf16": config.training.bf16,
         "teacher_dim": teacher.dim,
         "student_layers": config.student_layers,
         "student_num_layers": config.student_num_layers,
