@@ -262,6 +262,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _command() -> str:
+    """The command line that ran this benchmark, with the thread settings it ran under."""
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
+    return " ".join([*env, "python", "bench/ontology_iu.py", *sys.argv[1:]])
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -397,8 +403,7 @@ def main(argv=None) -> int:
             "student_train_s": train_s,
         },
         "wall_time_s": round(time.time() - started, 1),
-        "command": "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 python bench/ontology_iu.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": _command() + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
