@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) -> dict:
     s, t = served["student"], served["teacher"]
     result = {
-        "command": "nice -n 5 python bench/serve_load.py " + shlex.join(sys.argv[1:]),
+        "command": "python bench/serve_load.py " + shlex.join(sys.argv[1:]),
         "note": args.note,
         "index": {
             "dir": args.index_dir,
