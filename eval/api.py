@@ -21,6 +21,7 @@ from typing import Any
 
 from embedkd.errors import ConfigError, EmbedkdError
 from eval.config import EvalConfig, Mode, Precision
+from eval.pairs import is_pair_spec
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,38 @@ def run(cfg: EvalConfig) -> EvalResult:
     result = EvalResult()
     timer = _Timer(result)
     started = time.perf_counter()
+    if any(is_pair_spec(spec) for spec in cfg.tasks):
+        _run_pairs(cfg, result, timer)
+    else:
+        _run_embedding_tasks(cfg, result, timer)
+    result.info["wall_seconds"] = round(time.perf_counter() - started, 3)
+    if cfg.output:
+        from eval.report import write_report
+
+        with timer("write report"):
+            result.files = write_report(result, cfg.output, plots=cfg.plots)
+    return result
+
+
+def _run_pairs(cfg: EvalConfig, result: EvalResult, timer: _Timer) -> None:
+    """Pair tasks (``pairs:TASK:PATH``): DSE student, cross-encoder teacher and control via their pair heads."""
+    from eval.pairs import run_pair_tasks
+
+    others = [spec for spec in cfg.tasks if not is_pair_spec(spec)]
+    if others:
+        raise ConfigError(
+            f"pair tasks are scored by pair heads and a cross-encoder teacher, embedding tasks by "
+            f"embeddings; evaluate {others[0]!r} in a separate run"
+        )
+    if cfg.dims or cfg.precisions != (Precision.FLOAT32,):
+        raise ConfigError("--dims and --precision sweeps apply to embedding tasks, not to pair tasks")
+    result.info = _info(cfg, None, None)
+    result.info.update(student=str(cfg.model), teacher=cfg.teacher, control=cfg.control)
+    run_pair_tasks(cfg, list(cfg.tasks), result, timer)
+
+
+def _run_embedding_tasks(cfg: EvalConfig, result: EvalResult, timer: _Timer) -> None:
+    """Embedding tasks through ``mteb.evaluate``: student, teacher and asym rows, sweeps and fidelity."""
     tasks = []
     for spec in cfg.tasks:  # data first: bad input fails before any model is loaded
         with timer(f"load task {spec}"):
@@ -127,13 +160,6 @@ def run(cfg: EvalConfig) -> EvalResult:
     result.info = _info(cfg, student, teacher)
     for spec, task, texts in tasks:
         _run_task(cfg, spec, task, texts, student, teacher, result, timer)
-    result.info["wall_seconds"] = round(time.perf_counter() - started, 3)
-    if cfg.output:
-        from eval.report import write_report
-
-        with timer("write report"):
-            result.files = write_report(result, cfg.output, plots=cfg.plots)
-    return result
 
 
 def _load_encoders(cfg: EvalConfig) -> tuple[Any, Any]:

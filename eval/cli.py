@@ -26,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks",
         nargs="+",
         required=True,
-        help="task specs: beir:PATH (BEIR folder), sts:PATH (STS-B style pairs) or MTEB task names",
+        help="task specs: beir:PATH (BEIR folder), sts:PATH (STS-B style pairs), MTEB task names, or "
+        "pairs:regression|binary|nli:PATH (DSE pair tasks: --model is the DSE student, --teacher the "
+        "cross-encoder)",
+    )
+    g.add_argument(
+        "--control", default=None, help="pair tasks: the lambda=0 control student, scored beside the others"
     )
     g.add_argument("--split", default="test", help="evaluation split (default test)")
     s = parser.add_argument_group("sweeps")
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(
         model=args.model,
         teacher=args.teacher,
+        control=args.control,
         tasks=tuple(args.tasks),
         modes=args.mode,
         dims=args.dims,

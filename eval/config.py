@@ -83,7 +83,8 @@ class EvalConfig:
     Args:
         model: the student: a model string (local dir, offline-package id, HF id), a loaded
             ``SentenceTransformer``, or any object with the :class:`embedkd.teachers.Teacher` protocol.
-        tasks: task specs: ``beir:PATH``, ``sts:PATH`` or an MTEB task name.
+        tasks: task specs: ``beir:PATH``, ``sts:PATH``, an MTEB task name, or ``pairs:TASK:PATH``
+            (DSE pair tasks, see :mod:`eval.pairs`).
         teacher: the teacher (model string, ``SentenceTransformer`` or ``Teacher``); needed by the
             ``teacher`` and ``asym`` modes, by fidelity and by the ratio column.
         modes: comma-separated string or sequence of :class:`Mode`.
@@ -101,6 +102,8 @@ class EvalConfig:
         offline: keep mteb, datasets and huggingface_hub off the network.
         show_progress: progress bars on encoding and evaluation.
         command: the command line recorded in ``results.json``.
+        control: pair tasks only: a DSE student trained on the task loss alone (λ = 0), scored as a
+            ``control`` row beside the student and the teacher.
     """
 
     model: object
@@ -121,12 +124,15 @@ class EvalConfig:
     offline: bool = True
     show_progress: bool = True
     command: str | None = field(default=None, compare=False)
+    control: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "tasks", tuple(str(t) for t in _split(self.tasks)))
         if not self.tasks:
-            raise ConfigError("no --tasks given; use beir:PATH, sts:PATH or an MTEB task name")
+            raise ConfigError(
+                "no --tasks given; use beir:PATH, sts:PATH, pairs:TASK:PATH or an MTEB task name"
+            )
         set_(self, "modes", _parse_enum(Mode, self.modes, "mode"))
         set_(self, "precisions", _parse_enum(Precision, self.precisions, "precision"))
         set_(self, "dims", _parse_dims(self.dims))
@@ -136,6 +142,8 @@ class EvalConfig:
         if needs_teacher and self.teacher is None:
             names = ", ".join(sorted(m.value for m in needs_teacher))
             raise ConfigError(f"mode {names} needs a --teacher")
+        if self.control and not any(t.startswith("pairs:") for t in self.tasks):
+            raise ConfigError("--control applies to pair tasks (pairs:TASK:PATH) only")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         for name in ("max_seq_length", "teacher_max_seq_length"):

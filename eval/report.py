@@ -82,7 +82,9 @@ def plot(result: Any, output: Path) -> list[str]:
 
     files = []
     for task in dict.fromkeys(r["task"] for r in result.rows):
-        rows = [r for r in result.rows if r["task"] == task]
+        rows = [r for r in result.rows if r["task"] == task and r["dim"] is not None]
+        if not rows:  # pair tasks have no dims or precisions to plot
+            continue
         metric = METRIC_LABELS.get(rows[0]["main_metric"], rows[0]["main_metric"])
         for axis, keep, key in (
             ("dims", lambda r: r["precision"] == "float32", "dim"),
