@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,103 @@ def _check_batch(n: int, config: TrainConfig, what: str) -> None:
         raise ConfigError(f"{what} has {n} pairs, fewer than --batch-size {config.batch_size}")
 
 
+TEMPERATURE_GRID = (0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+@torch.inference_mode()
+def calibrate_temperature(
+    features: PairFeatures, batch_size: int, *, grid: Sequence[float] = TEMPERATURE_GRID, seed: int = 0
+) -> float:
+    """The InfoNCE temperature (from ``grid``) at which the frozen CLIP's in-batch loss on ``features`` is lowest.
+
+    The untrained teacher scores pairs exactly like the frozen CLIP (cosine of the whole-image and the
+    pooled text embedding). If the teacher is trained at a temperature that makes those scores
+    over-confident, the quickest way down the loss is to pull every vector towards one shared direction
+    (flattening all scores) rather than to rank pairs better; starting at the temperature where the
+    loss is already minimal over a global scale removes that pull.
+    """
+    from embedkd.dclip_loss import symmetric_infonce
+
+    n = len(features.image_index)
+    if n < batch_size:
+        raise ConfigError(
+            f"teacher training data has {n} pairs, fewer than the teacher batch size {batch_size}"
+        )
+    image = torch.nn.functional.normalize(features.regions[features.image_index, 0], dim=-1)
+    text = torch.nn.functional.normalize(features.text_global, dim=-1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    batches = [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+    scores = [(image[b] @ text[b].T, features.image_index[b]) for b in batches]
+    losses = {
+        tau: float(sum(symmetric_infonce(sc / tau, groups) for sc, groups in scores)) / len(scores)
+        for tau in grid
+    }
+    best = min(losses, key=losses.get)
+    logger.info(
+        "teacher temperature %.3g (in-batch loss of the frozen CLIP by temperature: %s)",
+        best,
+        ", ".join(f"{t:g}: {v:.3f}" for t, v in losses.items()),
+    )
+    return best
+
+
+def validation_score(metrics: dict[str, float]) -> float:
+    """Model-selection score: mean of Recall@1/5/10 in both directions (``rsum / 6``)."""
+    return sum(metrics[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in (1, 5, 10)) / 6
+
+
+class SelectOnValidation(TrainerCallback):
+    """Scores the teacher on held-out training pairs every ``every`` steps (and before the first one)
+    and keeps the best weights; :meth:`restore` loads them at the end.
+
+    Step 0 is a candidate: the zero-initialised teacher is exactly the frozen CLIP, so the selected
+    teacher is never worse than the frozen CLIP on the validation pairs. ``history`` holds
+    ``(step, score, metrics)`` of every evaluation.
+    """
+
+    def __init__(self, teacher: CrossModalTeacher, features: PairFeatures, every: int) -> None:
+        self.teacher, self.features, self.every = teacher, features, every
+        self.history: list[tuple[int, float, dict[str, float]]] = []
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def evaluate(self, step: int) -> None:
+        from embedkd.dclip_eval import retrieval_metrics
+
+        was_training = self.teacher.training
+        self.teacher.eval()
+        metrics = retrieval_metrics(
+            teacher_scores(self.teacher, self.features), self.features.image_index.numpy()
+        )
+        self.teacher.train(was_training)
+        score = validation_score(metrics)
+        self.history.append((step, round(score, 3), metrics))
+        logger.info("teacher step %d: validation mean recall %.2f", step, score)
+        if self.best is None or score > self.best[0]:
+            state = {k: v.detach().clone() for k, v in self.teacher.state_dict().items()}
+            self.best = (score, step, state)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.history:
+            self.evaluate(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.evaluate(state.global_step)
+
+    def restore(self) -> dict:
+        """Load the best weights into the teacher; returns the selection record."""
+        score, step, state = self.best
+        self.teacher.load_state_dict(state)
+        logger.info("teacher: selected step %d (validation mean recall %.2f)", step, score)
+        return {
+            "selected_step": step,
+            "selected_score": round(score, 3),
+            "score": "mean of t2i/i2t Recall@1/5/10 on the validation pairs",
+            "validation_pairs": len(self.features.image_index),
+            "history": [{"step": s, "score": v, **m} for s, v, m in self.history],
+        }
+
+
 def train_teacher(
     teacher: CrossModalTeacher,
     features: PairFeatures,
@@ -94,16 +192,31 @@ def train_teacher(
     output_dir: str | Path,
     *,
     resume: bool = False,
+    val_features: PairFeatures | None = None,
+    eval_steps: int = 25,
 ) -> CrossModalTeacher:
-    """Fit ``teacher`` on ``features`` (symmetric InfoNCE over in-batch pair scores)."""
+    """Fit ``teacher`` on ``features`` (symmetric InfoNCE over in-batch pair scores).
+
+    With ``val_features`` (pairs of images held out of ``features``), the teacher is scored on them
+    every ``eval_steps`` steps and the best-scoring weights (step 0 = the frozen CLIP included) are
+    kept; the record goes to ``output_dir / "teacher_selection.json"`` and ``teacher.selection``.
+    """
     _check_batch(len(features.image_index), config, "teacher training data")
+    if eval_steps < 1:
+        raise ConfigError(f"eval_steps must be >= 1, got {eval_steps}")
+    select = SelectOnValidation(teacher, val_features, eval_steps) if val_features is not None else None
     trainer = Trainer(
         model=teacher,
         args=training_arguments(Path(output_dir) / "checkpoints", config),
         train_dataset=_Indices(len(features.image_index)),
         data_collator=lambda idx: features.batch(torch.tensor(idx)),
+        callbacks=[select] if select else None,
     )
     trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir, resume))
+    if select:
+        teacher.selection = select.restore()
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "teacher_selection.json").write_text(json.dumps(teacher.selection, indent=2))
     return teacher.eval()
 
 

@@ -64,7 +64,12 @@ def test_distill_writes_a_clip_dir_and_a_reloadable_teacher(tmp_path, tiny_clip,
     from embedkd.dclip_teacher import CrossModalTeacher
 
     out = tmp_path / "student"
-    assert _distill(tiny_clip, flickr, out, "--test-images", "2", "--unfreeze-every", "1") == 0
+    assert (
+        _distill(
+            tiny_clip, flickr, out, "--test-images", "2", "--unfreeze-every", "1", "--teacher-val-images", "2"
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().endswith(str(out))
     model, processor = CLIPModel.from_pretrained(out), CLIPProcessor.from_pretrained(out)
     enc = processor(text=["a red square"], images=[np.zeros((30, 40, 3), np.uint8)], return_tensors="pt")
@@ -77,6 +82,8 @@ def test_distill_writes_a_clip_dir_and_a_reloadable_teacher(tmp_path, tiny_clip,
     )
     teacher = CrossModalTeacher.load(out / "teacher")
     assert teacher.teacher_config.dim == 16 and teacher.teacher_config.clip_model == str(tiny_clip)
+    selection = json.loads((out / "teacher" / "teacher_selection.json").read_text())
+    assert [h["step"] for h in selection["history"]] == [0, 2] and selection["validation_pairs"] == 4
     run = json.loads((out / "dclip_run.json").read_text())
     assert run["metrics"]["held_out_pairs"] == 4 and set(run["metrics"]["student"]) >= {"t2i_r5", "i2t_r5"}
     assert "t2i R@5" in (out / "README.md").read_text()
@@ -158,3 +165,24 @@ def test_progressive_unfreeze_schedule(tiny_clip):
     assert trainable(vision.encoder.layers[-1]) and not trainable(vision.embeddings)
     cb._apply(4)
     assert trainable(vision.embeddings)
+
+
+def test_student_batches_carry_the_teacher_targets_of_their_own_pairs():
+    from embedkd.dclip_train import StudentData
+
+    n_img, n_cap = 3, 6
+    image_index = torch.tensor([0, 0, 1, 1, 2, 2])
+    data = StudentData(
+        pixel_values=torch.arange(n_img, dtype=torch.float32).view(n_img, 1, 1, 1).expand(n_img, 3, 2, 2),
+        input_ids=torch.arange(n_cap)[:, None].repeat(1, 4),
+        attention_mask=torch.ones(n_cap, 4, dtype=torch.long),
+        image_index=image_index,
+        teacher_image=torch.arange(n_cap, dtype=torch.float32)[:, None].repeat(1, 5),
+        teacher_text=-torch.arange(n_cap, dtype=torch.float32)[:, None].repeat(1, 5),
+    )
+    batch = data.batch([5, 2, 3])
+    assert batch["input_ids"][:, 0].tolist() == [5, 2, 3]
+    assert batch["pixel_values"][:, 0, 0, 0].tolist() == [2.0, 1.0, 1.0]  # each caption's own image
+    assert batch["groups"].tolist() == [2, 1, 1]
+    assert batch["teacher_image"][:, 0].tolist() == [5.0, 2.0, 3.0]
+    assert batch["teacher_text"][:, 0].tolist() == [-5.0, -2.0, -3.0]

@@ -104,3 +104,60 @@ def test_save_load_round_trip(tmp_path):
         torch.testing.assert_close(loaded.pair_scores(*inputs), teacher.pair_scores(*inputs))
     with pytest.raises(EmbedkdError, match="not a DCLIP teacher"):
         CrossModalTeacher.load(tmp_path)
+
+
+def test_validation_selection_keeps_the_best_step_including_the_frozen_clip():
+    from embedkd.dclip_features import PairFeatures
+    from embedkd.dclip_train import SelectOnValidation, validation_score
+
+    g = torch.Generator().manual_seed(0)
+    n = 6
+    image = nn.functional.normalize(torch.randn(n, D, generator=g), dim=-1)
+    feats = PairFeatures(  # the frozen CLIP is perfect here: caption i's pooled vector is image i's
+        images=[f"img{i}" for i in range(n)],
+        regions=torch.cat([image[:, None], torch.randn(n, R - 1, D, generator=g)], 1),
+        region_mask=torch.ones(n, R, dtype=torch.bool),
+        tokens=torch.randn(n, T, D, generator=g),
+        token_mask=torch.ones(n, T, dtype=torch.bool),
+        text_global=image.clone(),
+        image_index=torch.arange(n),
+    )
+    teacher = CrossModalTeacher(TeacherConfig(D, H))
+    select = SelectOnValidation(teacher, feats, every=5)
+    select.evaluate(0)
+    assert select.history[0][1] == 100.0
+    with torch.no_grad():  # a "trained" teacher that scrambles the perfect space
+        for layer in (teacher.image_out, teacher.text_out):
+            layer.weight.normal_(std=10.0, generator=g)
+    select.evaluate(5)
+    assert select.history[1][1] < 100.0
+    record = select.restore()
+    assert record["selected_step"] == 0 and [h["step"] for h in record["history"]] == [0, 5]
+    assert torch.all(teacher.image_out.weight == 0) and torch.all(teacher.text_out.weight == 0)
+    assert validation_score({f"{d}_r{k}": 6.0 for d in ("t2i", "i2t") for k in (1, 5, 10)}) == 6.0
+
+
+def test_temperature_calibration_follows_how_informative_the_frozen_scores_are():
+    from embedkd.dclip_features import PairFeatures
+    from embedkd.dclip_train import calibrate_temperature
+
+    g = torch.Generator().manual_seed(0)
+    n = 32
+
+    def feats(text_global, image):
+        return PairFeatures(
+            images=[f"img{i}" for i in range(n)],
+            regions=image[:, None].repeat(1, 2, 1),
+            region_mask=torch.ones(n, 2, dtype=torch.bool),
+            tokens=torch.zeros(n, 1, D),
+            token_mask=torch.ones(n, 1, dtype=torch.bool),
+            text_global=text_global,
+            image_index=torch.arange(n),
+        )
+
+    image = torch.randn(n, D, generator=g)
+    # captions equal to their image: sharper is always better, the smallest temperature wins
+    assert calibrate_temperature(feats(image.clone(), image), 8, grid=(0.05, 0.2, 1.0)) == 0.05
+    # captions unrelated to the images: the flattest scores win
+    unrelated = torch.randn(n, D, generator=g)
+    assert calibrate_temperature(feats(unrelated, image), 8, grid=(0.05, 0.2, 1.0)) == 1.0

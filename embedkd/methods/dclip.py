@@ -45,6 +45,10 @@ class DCLIPConfig:
     teacher_lr: float = 1e-3
     teacher_heads: int = 4
     teacher_batch_size: int | None = None
+    teacher_val_images: float = 0  # training images held out of the teacher's fit to select its step
+    teacher_eval_steps: int = 25
+    # None: the temperature minimising the frozen CLIP's in-batch loss on the training pairs
+    teacher_temperature: float | None = None
     detector: str = "grid"
     region_cache_dir: str | None = None
     max_length: int | None = None
@@ -56,16 +60,20 @@ class DCLIPConfig:
     show_progress: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "teacher_steps", "teacher_heads"):
+        for name in ("steps", "batch_size", "teacher_steps", "teacher_heads", "teacher_eval_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "teacher_lr", "temperature"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.teacher_temperature is not None and self.teacher_temperature <= 0:
+            raise ConfigError(f"teacher_temperature must be > 0, got {self.teacher_temperature}")
         if self.teacher_batch_size is not None and self.teacher_batch_size < 1:
             raise ConfigError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size}")
-        if self.distill_weight < 0 or self.unfreeze_every < 0 or self.test_images < 0:
-            raise ConfigError("distill_weight, unfreeze_every and test_images must be >= 0")
+        if min(self.distill_weight, self.unfreeze_every, self.test_images, self.teacher_val_images) < 0:
+            raise ConfigError(
+                "distill_weight, unfreeze_every, test_images and teacher_val_images must be >= 0"
+            )
 
     def train_config(self, *, teacher: bool):
         from embedkd.dclip_train import TrainConfig
@@ -93,21 +101,57 @@ def load_data(data: str | Sequence[str], config: DCLIPConfig):
     return split_by_image(pairs, test_images=n_test, seed=config.split_seed)
 
 
-def build_teacher(frozen_name: str, features, config: DCLIPConfig, output: Path):
-    """Train a cross-modal teacher over ``features`` and save it to ``output / "teacher"``."""
+def build_teacher(frozen_name: str, features, config: DCLIPConfig, output: Path, val_features=None):
+    """Train a cross-modal teacher over ``features`` and save it to ``output / "teacher"``.
+
+    With ``val_features`` (pairs of images not in ``features``) the step scoring best on them is kept.
+    """
     import torch
 
     from embedkd.dclip_teacher import CrossModalTeacher, TeacherConfig
-    from embedkd.dclip_train import train_teacher
+    from embedkd.dclip_train import calibrate_temperature, train_teacher
 
+    train_config = config.train_config(teacher=True)
+    tau = config.teacher_temperature or calibrate_temperature(features, train_config.batch_size)
     torch.manual_seed(config.seed)
     dim = int(features.regions.shape[-1])
-    teacher = CrossModalTeacher(TeacherConfig(dim, config.teacher_heads, config.temperature, frozen_name))
+    teacher = CrossModalTeacher(TeacherConfig(dim, config.teacher_heads, tau, frozen_name))
     train_teacher(
-        teacher, features, config.train_config(teacher=True), output / "teacher", resume=config.resume
+        teacher,
+        features,
+        train_config,
+        output / "teacher",
+        resume=config.resume,
+        val_features=val_features,
+        eval_steps=config.teacher_eval_steps,
     )
     teacher.save(output / "teacher")
     return teacher
+
+
+def _build_teacher_on_train(frozen, processor, frozen_name, train, features, detector, config, output):
+    """Teacher on all of ``train``, or, with ``teacher_val_images``, fitted on the rest and selected on them."""
+    if not config.teacher_val_images:
+        return build_teacher(frozen_name, features, config, output)
+    from embedkd.dclip_features import pair_features
+    from embedkd.imagetext import split_by_image
+
+    n_val = config.teacher_val_images
+    n_val = int(n_val) if n_val >= 1 else float(n_val)
+    fit, val = split_by_image(train, test_images=n_val, seed=config.split_seed + 1)
+    fit_features, val_features = (
+        pair_features(
+            frozen,
+            processor,
+            part,
+            detector,
+            model_name=frozen_name,
+            cache_dir=config.region_cache_dir,
+            max_length=config.max_length,
+        )
+        for part in (fit, val)
+    )
+    return build_teacher(frozen_name, fit_features, config, output, val_features)
 
 
 def student_data(processor, pairs, targets=None, max_length: int | None = None):
@@ -175,7 +219,9 @@ def distill(
         max_length=config.max_length,
         show_progress=config.show_progress,
     )
-    teacher_model = saved_teacher or build_teacher(frozen_name, features, config, output)
+    teacher_model = saved_teacher or _build_teacher_on_train(
+        frozen, frozen_processor, frozen_name, train, features, detector, config, output
+    )
     if teacher_model.teacher_config.dim != features.regions.shape[-1]:
         raise EmbedkdError(
             f"teacher dim {teacher_model.teacher_config.dim} does not match the frozen CLIP's {features.regions.shape[-1]}"
@@ -308,9 +354,23 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
         help="progressively unfreeze one vision layer every N steps (0 = off)",
     )
     group.add_argument("--teacher-steps", type=int, default=300, help="teacher training steps (default 300)")
+    group.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=None,
+        help="teacher InfoNCE temperature (default: the one minimising the frozen CLIP's in-batch loss on "
+        "the training pairs; --temperature is the student's)",
+    )
     group.add_argument("--teacher-lr", type=float, default=1e-3, help="teacher learning rate (default 1e-3)")
     group.add_argument(
         "--teacher-batch-size", type=int, default=None, help="teacher batch size (default: --batch-size)"
+    )
+    group.add_argument(
+        "--teacher-val-images",
+        type=float,
+        default=0,
+        help="hold this many training images (or fraction) out of the teacher's fit and keep its best step "
+        "on them (0 = off; the student still trains on all training images)",
     )
     group.add_argument(
         "--test-images", type=float, default=0, help="hold out this many images (or fraction) for evaluation"
@@ -328,6 +388,8 @@ def run_from_args(args: argparse.Namespace) -> Path:
         teacher_steps=args.teacher_steps,
         teacher_lr=args.teacher_lr,
         teacher_batch_size=args.teacher_batch_size,
+        teacher_val_images=args.teacher_val_images,
+        teacher_temperature=args.teacher_temperature,
         detector=args.detector,
         region_cache_dir=args.cache_dir,
         max_length=args.max_seq_length,
