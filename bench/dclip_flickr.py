@@ -62,11 +62,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher-steps", type=int, default=300)
     p.add_argument("--teacher-batch-size", type=int, default=32)
     p.add_argument("--teacher-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--teacher-val-images",
+        type=int,
+        default=80,
+        help="fine-tuning images held out of the teacher's fit; its best step on them is kept (0: off)",
+    )
+    p.add_argument("--teacher-eval-steps", type=int, default=25)
+    p.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=None,
+        help="teacher InfoNCE temperature (default: calibrated on the frozen base's fit-pair scores)",
+    )
+    p.add_argument(
+        "--base",
+        default=None,
+        help="reuse a base CLIP pre-trained by an earlier run of this script with the same split "
+        "(skips step 1)",
+    )
     p.add_argument("--steps", type=int, default=200, help="student and control steps")
     p.add_argument("--lr", type=float, default=2e-4, help="student and control learning rate")
     p.add_argument("--distill-weight", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of the tokenizer, base and teacher")
+    p.add_argument(
+        "--seeds",
+        default="42",
+        help="comma-separated student/control seeds (batch order); each seed trains one student and "
+        "one control from the same base",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     return p.parse_args(argv)
 
@@ -80,19 +105,36 @@ def main(argv=None) -> int:
     from embedkd.dclip_eval import evaluate_clip, keyword_labels, retrieval_metrics, zero_shot_accuracy
     from embedkd.dclip_features import pair_features
     from embedkd.dclip_teacher import CrossModalTeacher, TeacherConfig
-    from embedkd.dclip_train import TrainConfig, teacher_scores, teacher_targets, train_student, train_teacher
+    from embedkd.dclip_train import (
+        TrainConfig,
+        calibrate_temperature,
+        teacher_scores,
+        teacher_targets,
+        train_student,
+        train_teacher,
+    )
     from embedkd.imagetext import load_image, load_pairs, split_by_image
     from embedkd.methods.dclip import student_data
     from embedkd.regions import load_detector
 
     t0, work = time.time(), Path(args.work)
+    seeds = [int(x) for x in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train, test = split_by_image(load_pairs(args.data), test_images=args.test_images, seed=0)
     pretrain = train
     if args.pretrain_images:
         train, pretrain = split_by_image(train, test_images=args.pretrain_images, seed=1)
-    logger.info("split: %d train pairs, %d test pairs", len(train), len(test))
+    fit, val = (train, [])
+    if args.teacher_val_images:
+        fit, val = split_by_image(train, test_images=args.teacher_val_images, seed=2)
+    logger.info(
+        "split: %d fine-tuning pairs (teacher fit %d / validation %d), %d test pairs",
+        len(train),
+        len(fit),
+        len(val),
+        len(test),
+    )
     size = SmallClipConfig(
         image_size=args.image_size,
         patch_size=args.patch_size,
@@ -100,21 +142,13 @@ def main(argv=None) -> int:
         layers=args.layers,
         projection_dim=args.projection_dim,
     )
-    init = build_small_clip(
-        work / "init",
-        [p.caption for p in (train + pretrain if args.pretrain_images else train)],
-        size,
-        seed=args.seed,
-    )
     timings = {}
 
-    def train_clip(name, start, steps, lr, targets=None, weight=0.0, pairs=train):
+    def train_clip(name, start, steps, lr, targets=None, weight=0.0, pairs=train, seed=args.seed):
         t = time.time()
         model, processor = load_clip(str(start))
         data = student_data(processor, pairs, targets)
-        cfg = TrainConfig(
-            max_steps=steps, batch_size=args.batch_size, lr=lr, seed=args.seed, save_steps=10**6
-        )
+        cfg = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, seed=seed, save_steps=10**6)
         train_student(model, data, cfg, work / name, temperature=args.temperature, distill_weight=weight)
         model.save_pretrained(work / name)
         processor.save_pretrained(work / name)
@@ -122,13 +156,28 @@ def main(argv=None) -> int:
         return model, processor
 
     detector = load_detector(args.grid)
-    base, base_proc = train_clip("base", init, args.base_steps, args.base_lr, pairs=pretrain)
+    if args.base:
+        base_dir = Path(args.base)
+        base, base_proc = load_clip(str(base_dir))
+    else:
+        init = build_small_clip(
+            work / "init",
+            [p.caption for p in (train + pretrain if args.pretrain_images else train)],
+            size,
+            seed=args.seed,
+        )
+        base_dir = work / "base"
+        base, base_proc = train_clip("base", init, args.base_steps, args.base_lr, pairs=pretrain)
 
     t = time.time()
-    feats = pair_features(base, base_proc, train, detector, model_name="base", cache_dir=work / "regions")
-    test_feats = pair_features(base, base_proc, test, detector, model_name="base", cache_dir=work / "regions")
+
+    def features(pairs):
+        return pair_features(base, base_proc, pairs, detector, model_name="base", cache_dir=work / "regions")
+
+    feats, fit_feats, test_feats = features(train), features(fit), features(test)
+    tau = args.teacher_temperature or calibrate_temperature(fit_feats, args.teacher_batch_size)
     torch.manual_seed(args.seed)
-    teacher = CrossModalTeacher(TeacherConfig(args.projection_dim, 4, args.temperature, str(work / "base")))
+    teacher = CrossModalTeacher(TeacherConfig(args.projection_dim, 4, tau, str(base_dir)))
     tcfg = TrainConfig(
         max_steps=args.teacher_steps,
         batch_size=args.teacher_batch_size,
@@ -136,38 +185,64 @@ def main(argv=None) -> int:
         seed=args.seed,
         save_steps=10**6,
     )
-    train_teacher(teacher, feats, tcfg, work / "teacher")
+    train_teacher(
+        teacher,
+        fit_feats,
+        tcfg,
+        work / "teacher",
+        val_features=features(val) if val else None,
+        eval_steps=args.teacher_eval_steps,
+    )
     teacher.save(work / "teacher")
-    targets = teacher_targets(teacher, feats)
+    targets = teacher_targets(teacher, feats)  # every fine-tuning pair, validation images included
     timings["teacher"] = round(time.time() - t, 1)
 
-    student, student_proc = train_clip(
-        "student", work / "base", args.steps, args.lr, targets, args.distill_weight
-    )
-    control, control_proc = train_clip("control", work / "base", args.steps, args.lr, None, 0.0)
+    runs = {"student": [], "control": []}
+    models = {}
+    for seed in seeds:
+        for arm, tgt, weight in (("student", targets, args.distill_weight), ("control", None, 0.0)):
+            m, pr = train_clip(f"{arm}-s{seed}", base_dir, args.steps, args.lr, tgt, weight, seed=seed)
+            runs[arm].append({"seed": seed, **evaluate_clip(m, pr, test)})
+            models.setdefault(arm, (m, pr))  # the first seed's models for zero-shot
+
+    def mean_std(rows):
+        out = {}
+        for k in METRICS:
+            v = [r[k] for r in rows]
+            mu = sum(v) / len(v)
+            out[k] = round(mu, 2)
+            out[k + "_std"] = round((sum((x - mu) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5, 2)
+        return out
 
     results = {
         "base": evaluate_clip(base, base_proc, test),
         "teacher": retrieval_metrics(teacher_scores(teacher, test_feats), test_feats.image_index.numpy()),
-        "student": evaluate_clip(student, student_proc, test),
-        "control": evaluate_clip(control, control_proc, test),
+        "student": mean_std(runs["student"]),
+        "control": mean_std(runs["control"]),
+    }
+    diffs = [s["t2i_r5"] - c["t2i_r5"] for s, c in zip(runs["student"], runs["control"])]
+    paired = {
+        "t2i_r5_student_minus_control": [round(d, 2) for d in diffs],
+        "wins": sum(d > 0 for d in diffs),
+        "ties": sum(d == 0 for d in diffs),
+        "losses": sum(d < 0 for d in diffs),
     }
     paths, labels = keyword_labels(test, CLASSES)
     images = [load_image(p) for p in paths]
     zero_shot = {
         name: zero_shot_accuracy(m, pr, images, labels, CLASSES)
-        for name, (m, pr) in {
-            "base": (base, base_proc),
-            "student": (student, student_proc),
-            "control": (control, control_proc),
-        }.items()
+        for name, (m, pr) in {"base": (base, base_proc), **models}.items()
     }
     report = {
         **results,
+        "seeds": {"seeds": seeds, "student": runs["student"], "control": runs["control"], "paired": paired},
+        "teacher_temperature": tau,
+        "teacher_selection": getattr(teacher, "selection", None),
         "zero_shot": {
             "classes": CLASSES,
             "images": len(paths),
             "template": "a photo of a {}.",
+            "models": f"student and control of seed {seeds[0]}",
             "accuracy": zero_shot,
             "retention_student": round(zero_shot["student"] / max(zero_shot["base"], 1e-9), 3),
             "retention_control": round(zero_shot["control"] / max(zero_shot["base"], 1e-9), 3),
@@ -176,18 +251,21 @@ def main(argv=None) -> int:
             "data": str(args.data),
             "train_images": len({p.image for p in train}),
             "train_pairs": len(train),
+            "teacher_fit_images": len({p.image for p in fit}),
+            "teacher_val_images": len({p.image for p in val}),
             "pretrain_images": len({p.image for p in pretrain}) if args.pretrain_images else 0,
             "pretrain_pairs": len(pretrain) if args.pretrain_images else 0,
             "test_images": len({p.image for p in test}),
             "test_pairs": len(test),
-            "split_seed": 0,
+            "split_seeds": {"test": 0, "pretrain": 1, "teacher_val": 2},
+            "base": str(base_dir),
             "clip": asdict(size),
             "params": sum(p.numel() for p in base.parameters()),
             "detector": args.grid,
             "args": vars(args),
         },
         "timings_s": {**timings, "total": round(time.time() - t0, 1)},
-        "command": "nice -n 5 python bench/dclip_flickr.py "
+        "command": "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 15 python bench/dclip_flickr.py "
         + shlex.join(sys.argv[1:] if argv is None else argv),
     }
     out = Path(args.out)
@@ -199,25 +277,46 @@ def main(argv=None) -> int:
 
 
 def markdown(report: dict) -> str:
-    s = report["setup"]
+    s, seeds = report["setup"], report["seeds"]
+    n = len(seeds["seeds"])
     lines = [
         "# DCLIP on flickr8k-1k",
         "",
-        f"{s.get('pretrain_images', 0)} base pre-training / {s['train_images']} fine-tuning / "
+        f"{s.get('pretrain_images', 0)} base pre-training / {s['train_images']} fine-tuning "
+        f"(teacher: {s['teacher_fit_images']} fit + {s['teacher_val_images']} validation) / "
         f"{s['test_images']} test images ({s['train_pairs']} fine-tuning / {s['test_pairs']} test pairs), "
-        f"small CLIP from config ({s['params']:,} params), regions `{s['detector']}`. Test-split retrieval, %:",
+        f"small CLIP from config ({s['params']:,} params), regions `{s['detector']}`. "
+        f"Test-split retrieval, %; student and control: mean ± sample std over {n} seed(s) {seeds['seeds']}:",
         "",
         "| model | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | t2i mAP | i2t mAP |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("base", "teacher", "student", "control"):
         m = report[name]
-        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in METRICS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(m, k) for k in METRICS) + " |")
+    lines += ["", "Per seed, t2i R@5 (student / control):"]
+    lines += [
+        f"- seed {a['seed']}: {a['t2i_r5']:.2f} / {b['t2i_r5']:.2f}"
+        for a, b in zip(seeds["student"], seeds["control"])
+    ]
+    pr = seeds["paired"]
+    lines.append(f"- student − control: wins {pr['wins']}, ties {pr['ties']}, losses {pr['losses']}")
+    sel = report.get("teacher_selection")
+    if sel:
+        h = {r["step"]: r for r in sel["history"]}
+        lines += [
+            "",
+            f"Teacher InfoNCE temperature {report['teacher_temperature']:g}. "
+            f"Teacher selection on {sel['validation_pairs']} validation pairs ({sel['score']}): "
+            f"step {sel['selected_step']} kept, score {sel['selected_score']:.2f} "
+            f"(step 0 = frozen base: {h[0]['score']:.2f}); curve: "
+            + ", ".join(f"{r['step']}: {r['score']:.2f}" for r in sel["history"]),
+        ]
     z = report["zero_shot"]
     lines += [
         "",
         f"Zero-shot ({z['images']} test images, {len(z['classes'])} classes from caption keywords, "
-        f"prompt `{z['template']}`): "
+        f"prompt `{z['template']}`, {z.get('models', 'student and control')}): "
         + ", ".join(f"{k} {v:.2f}%" for k, v in z["accuracy"].items())
         + f"; retention student {z['retention_student']:.3f}, control {z['retention_control']:.3f}.",
         "",
@@ -227,6 +326,11 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def cell(m: dict, k: str) -> str:
+    """``mean ± std`` for multi-seed rows, the value alone otherwise."""
+    return f"{m[k]:.2f} ± {m[k + '_std']:.2f}" if k + "_std" in m else f"{m[k]:.2f}"
 
 
 if __name__ == "__main__":
