@@ -50,7 +50,7 @@ def markdown_table(result: Any) -> str:
         mode = row["mode"] + (" (reference)" if row.get("reference") else "")
         metric = METRIC_LABELS.get(row["main_metric"], row["main_metric"])
         lines.append(
-            f"| {row['task']} | {mode} | {row['dim']} | {row['precision']} | {metric} | "
+            f"| {row['task']} | {mode} | {row['dim'] if row['dim'] is not None else '–'} | {row['precision']} | {metric} | "
             f"{100 * row['main_score']:.2f} | {_fmt(same, '.3f')} | {_fmt(full, '.3f')} |"
         )
     if result.fidelity:
