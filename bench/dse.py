@@ -58,22 +58,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _teacher_command(folder: str) -> str:
+def _teacher_commands(folder: str) -> list[str]:
+    """The command that trained ``folder``, preceded by those of the teacher it was initialised from."""
     meta = json.loads((Path(folder) / "embedkd_teacher.json").read_text())
     steps = f"--max-steps {meta['max_steps']}" if meta["max_steps"] > 0 else f"--epochs {meta['epochs']}"
-    return (
+    extra = "".join(
+        f" --{flag} {meta[key]}"
+        for key, flag, default in (("seed", "seed", 42), ("max_length", "max-length", 128))
+        if meta.get(key, default) != default
+    )
+    if meta.get("max_samples"):
+        extra += f" --max-samples {meta['max_samples']}"
+    command = (
         f"embedkd teacher cross-encoder --init {meta['init']} --pairs {' '.join(meta['pairs'])} "
         f"--task {meta['task']} --output {folder} {steps} --batch-size {meta['batch_size']} --lr {meta['lr']}"
+        + extra
     )
+    parent = Path(meta["init"]) / "embedkd_teacher.json"
+    return (_teacher_commands(meta["init"]) if parent.is_file() else []) + [command]
 
 
 def _student_command(folder: str, meta: dict) -> str:
     c = meta["config"]
     steps = f"--max-steps {c['max_steps']}" if c["max_steps"] > 0 else f"--epochs {c['epochs']}"
+    extra = "".join(
+        f" --{flag} {c[key]}"
+        for key, flag, default in (
+            ("max_samples", "max-samples", None),
+            ("head_lr", "head-lr", 1e-3),
+            ("head_hidden", "head-hidden", 512),
+            ("seed", "seed", 42),
+        )
+        if c.get(key, default) != default
+    )
     return (
         f"embedkd distill --method dse --task {c['task']} --teacher {c['teacher']} --student {c['student']} "
         f"--data {' '.join(c['data'])} --output {folder} --lambda {c['lam']} {steps} "
-        f"--batch-size {c['batch_size']}" + (" --freeze-student" if c.get("freeze_student") else "")
+        f"--batch-size {c['batch_size']}" + extra + (" --freeze-student" if c.get("freeze_student") else "")
     )
 
 
@@ -123,7 +144,7 @@ def evaluate_task(name: str, args: argparse.Namespace) -> dict:
     if _test_limit(name, args):
         result["test_subset"] = f"first {len(pairs)} pairs of the test file"
     result["teacher"] = evaluate_pairs(teacher, pairs)
-    commands = [_teacher_command(paths["teacher"])]
+    commands = _teacher_commands(paths["teacher"])
     for role in ("student", "control"):
         student = load_student(paths[role], args.cache_dir)
         result[role] = {**evaluate_pairs(student, pairs), "steps": student.meta["steps"]}
@@ -167,7 +188,7 @@ def _candidates(args: argparse.Namespace, student) -> tuple[list[str], str]:
     train = load_pairs(cfg["data"], cfg["task"], max_samples=cfg["max_samples"])
     texts += [*train.a, *train.b]
     unique = list(dict.fromkeys(texts))
-    note = f"{len(unique)} distinct sentences (STS-B train pairs seen by the student + evaluated test pairs)"
+    note = f"{len(unique)} distinct sentences (training pairs of the STS-B student + evaluated test pairs)"
     return unique, note
 
 
