@@ -128,11 +128,12 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
         data=[data],
         output=out,
         pairs=args.pairs,
-        hard_fraction=0.5,
+        hard_fraction=args.hard_fraction,
+        rare_fraction=args.rare_fraction,
         heldout=100,
         heldout_pairs=300,
         loss="cosent",
-        epochs=1,
+        epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         max_seq_length=128,
@@ -243,11 +244,16 @@ def parse_args(argv=None):
         default="static:sentence-transformers/all-MiniLM-L6-v2",
         help="student start: a SentenceTransformer, or static:MODEL (token embeddings of MODEL)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--student-dir", default="/work/runs/ontology-iu-student")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--student-dir", default="/work/runs/ontology-iu-student-v2")
     p.add_argument("--retrain", action="store_true")
-    p.add_argument("--pairs", type=int, default=20000)
-    p.add_argument("--max-train-minutes", type=float, default=12.0)
+    p.add_argument("--pairs", type=int, default=60000)
+    p.add_argument("--hard-fraction", type=float, default=0.5, help="share of pairs sharing a concept")
+    p.add_argument(
+        "--rare-fraction", type=float, default=0.0, help="share of pairs sharing a concept drawn by 1/df"
+    )
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-train-minutes", type=float, default=20.0)
     p.add_argument("--train-only", action="store_true", help="train (or find) the student and stop")
     p.add_argument(
         "--with-cxr-only", action="store_true", help="also rank with the packaged vocabulary alone"
@@ -371,10 +377,12 @@ def main(argv=None) -> int:
         "search_speedup_100k_flat": speed["speedup_end_to_end"],
         "speed": speed,
         "student_training": {
-            k: card[k]
+            k: card.get(k)
             for k in (
                 "train_texts",
                 "train_pairs",
+                "hard_fraction",
+                "rare_fraction",
                 "steps",
                 "loss",
                 "heldout_spearman",

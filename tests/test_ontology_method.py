@@ -49,9 +49,27 @@ def test_sample_pairs_hard_share(tmp_path):
     assert len(sample_pairs(index, 10**6, 0.0, seed=0)) == 15 * 14 // 2  # capped at all pairs
 
 
+def test_sample_pairs_rare_share_favours_rare_concepts(tmp_path):
+    graph = load_ontologies([write_tiny(tmp_path)["tsv"]])
+    sim = TverskySimilarity(graph)
+    common = [ConceptSets.from_ids(["T:5"]) for _ in range(10)]  # document frequency 10
+    rare = [ConceptSets.from_ids(["T:6"]) for _ in range(2)]  # document frequency 2: one possible pair
+    index = SetIndex(sim, common + rare + [ConceptSets()] * 3)
+    pairs = sample_pairs(index, 6, 0.0, seed=0, rare_fraction=1.0)
+    assert len(pairs) == 6
+    assert (10, 11) in pairs  # drawn by 1/df, the rare concept's only pair is found
+    assert all(index.candidates(index.profiles[i]) & {j} for i, j in pairs)
+    mixed = sample_pairs(index, 40, 0.25, seed=1, rare_fraction=0.25)
+    assert sum(bool(index.candidates(index.profiles[i]) & {j}) for i, j in mixed) >= 20
+    with pytest.raises(Exception, match="sum to <= 1"):
+        sample_pairs(index, 5, 0.6, seed=0, rare_fraction=0.6)
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="--hard-fraction"):
         OntologyDistillConfig(data=("x",), hard_fraction=2).validate()
+    with pytest.raises(ConfigError, match="--rare-fraction"):
+        OntologyDistillConfig(data=("x",), hard_fraction=0.5, rare_fraction=0.6).validate()
     with pytest.raises(ConfigError, match="no --data"):
         OntologyDistillConfig().validate()
     with pytest.raises(ConfigError, match="alpha"):

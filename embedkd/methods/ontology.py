@@ -44,6 +44,8 @@ class OntologyDistillConfig:
         max_samples: use at most this many training texts.
         pairs: training pairs to sample.
         hard_fraction: share of pairs that share at least one expanded concept.
+        rare_fraction: share of pairs that share a concept drawn with probability 1 / (its document
+            frequency), so that rare (long-tail) concepts are trained on as often as common ones.
         heldout: texts kept aside for the fidelity check (pairs among them only).
         heldout_pairs: pairs sampled among the held-out texts.
         loss: ``cosent`` (ranking) or ``cosine`` (cosine regression onto the score).
@@ -60,6 +62,7 @@ class OntologyDistillConfig:
     max_samples: int | None = None
     pairs: int = 20000
     hard_fraction: float = 0.5
+    rare_fraction: float = 0.0
     heldout: int = 200
     heldout_pairs: int = 2000
     loss: str = "cosent"
@@ -84,6 +87,11 @@ class OntologyDistillConfig:
             )
         if not 0 <= self.hard_fraction <= 1:
             raise ConfigError(f"--hard-fraction must be in [0, 1], got {self.hard_fraction}")
+        if not 0 <= self.rare_fraction <= 1 - self.hard_fraction:
+            raise ConfigError(
+                f"--rare-fraction must be in [0, 1 - hard fraction = {1 - self.hard_fraction:g}], "
+                f"got {self.rare_fraction}"
+            )
         if self.max_time_s is not None and self.max_time_s <= 0:
             raise ConfigError(f"--max-time must be > 0 minutes, got {self.max_time_s / 60:g}")
         if self.loss not in LOSSES:
@@ -97,6 +105,12 @@ def add_arguments(group) -> None:
     group.add_argument("--pairs", type=int, default=20000, help="training pairs to sample (default 20000)")
     group.add_argument(
         "--hard-fraction", type=float, default=0.5, help="share of pairs sharing a concept (default 0.5)"
+    )
+    group.add_argument(
+        "--rare-fraction",
+        type=float,
+        default=0.0,
+        help="share of pairs sharing a concept drawn by 1/document frequency (long tail; default 0)",
     )
     group.add_argument("--heldout", type=int, default=200, help="texts held out for fidelity (default 200)")
     group.add_argument("--heldout-pairs", type=int, default=2000, help="held-out pairs (default 2000)")
@@ -125,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
         max_samples=args.max_samples,
         pairs=args.pairs,
         hard_fraction=args.hard_fraction,
+        rare_fraction=args.rare_fraction,
         heldout=args.heldout,
         heldout_pairs=args.heldout_pairs,
         loss=args.pair_loss,

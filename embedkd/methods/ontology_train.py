@@ -12,6 +12,7 @@ from pathlib import Path
 from embedkd.config import resume_checkpoint
 from embedkd.errors import EmbedkdError
 from embedkd.methods.ontology import OntologyDistillConfig
+from embedkd.ontology.search import _EMPTY
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +36,38 @@ def read_training_texts(paths: Sequence[str], text_columns: Sequence[str] | None
     return unique
 
 
-def sample_pairs(index, n: int, hard_fraction: float, seed: int) -> list[tuple[int, int]]:
-    """``n`` distinct unordered pairs of documents of ``index``: a ``hard_fraction`` share concepts.
+def sample_pairs(
+    index, n: int, hard_fraction: float, seed: int, rare_fraction: float = 0.0
+) -> list[tuple[int, int]]:
+    """``n`` distinct unordered pairs of documents of ``index``.
 
-    A hard pair draws a document with concepts, then a partner among the inverted index's candidates
-    (documents sharing an expanded concept); the rest are uniform random pairs.
+    A ``rare_fraction`` share are *rare* pairs: an expanded concept held by at least two documents is
+    drawn with probability proportional to 1 / (its document frequency), then two documents holding
+    it, so that long-tail findings are seen in training about as often as common ones. A
+    ``hard_fraction`` share are *hard* pairs: a document with concepts, then a partner among the
+    inverted index's candidates (documents sharing an expanded concept). The rest are uniform random
+    pairs.
     """
+    if rare_fraction < 0 or hard_fraction < 0 or rare_fraction + hard_fraction > 1:
+        raise EmbedkdError(
+            f"hard_fraction={hard_fraction} and rare_fraction={rare_fraction} must be >= 0 and sum to <= 1"
+        )
     rng = random.Random(seed)
     docs = len(index)
     with_concepts = [i for i, p in enumerate(index.profiles) if p.weights]
     max_pairs = docs * (docs - 1) // 2
     n = min(n, max_pairs)
     pairs: set[tuple[int, int]] = set()
-    n_hard = int(round(n * hard_fraction)) if with_concepts else 0
+    shared = sorted(k for k, post in index.postings.items() if len(post) >= 2 and k != _EMPTY)
+    n_rare = int(round(n * rare_fraction)) if shared else 0
+    if n_rare:
+        weights = [1.0 / len(index.postings[k]) for k in shared]
+        tries = 0
+        while len(pairs) < n_rare and tries < 20 * n_rare:
+            tries += 1
+            i, j = rng.sample(index.postings[rng.choices(shared, weights)[0]], 2)
+            pairs.add((min(i, j), max(i, j)))
+    n_hard = len(pairs) + int(round(n * hard_fraction)) if with_concepts else len(pairs)
     tries = 0
     while len(pairs) < n_hard and tries < 20 * n_hard:
         tries += 1
@@ -66,12 +86,26 @@ def sample_pairs(index, n: int, hard_fraction: float, seed: int) -> list[tuple[i
     return out
 
 
-def scored_pairs(texts: Sequence[str], sim, extractor, n: int, hard_fraction: float, seed: int) -> dict:
-    """Columns ``sentence1``, ``sentence2``, ``score`` (Tversky) for ``n`` sampled pairs of ``texts``."""
+def scored_pairs(
+    texts: Sequence[str],
+    sim,
+    extractor,
+    n: int,
+    hard_fraction: float,
+    seed: int,
+    rare_fraction: float = 0.0,
+    sets=None,
+) -> dict:
+    """Columns ``sentence1``, ``sentence2``, ``score`` (Tversky) for ``n`` sampled pairs of ``texts``.
+
+    ``sets``: the texts' concept sets when already extracted (else they are extracted here).
+    """
     from embedkd.ontology.search import SetIndex
 
-    index = SetIndex(sim, extractor.extract_many(texts, show_progress=logger.isEnabledFor(logging.INFO)))
-    pairs = sample_pairs(index, n, hard_fraction, seed)
+    if sets is None:
+        sets = extractor.extract_many(texts, show_progress=logger.isEnabledFor(logging.INFO))
+    index = SetIndex(sim, sets)
+    pairs = sample_pairs(index, n, hard_fraction, seed, rare_fraction)
     scores = [sim.score(index.profiles[i], index.profiles[j]) for i, j in pairs]
     return {
         "sentence1": [texts[i] for i, _ in pairs],
@@ -129,7 +163,7 @@ def _time_limit_callback(seconds: float):
 
 
 def build_pair_student(spec: str, max_seq_length: int | None = None):
-    """The student: any SentenceTransformer, or ``static:MODEL`` for a static-embedding student.
+    """The student: any SentenceTransformer (a saved static model too), or ``static:MODEL``.
 
     ``static:MODEL`` is a bag of token vectors (sentence-transformers ``StaticEmbedding``) initialised
     from ``MODEL``'s input token embeddings and tokenizer: orders of magnitude cheaper to train and to
@@ -138,7 +172,10 @@ def build_pair_student(spec: str, max_seq_length: int | None = None):
     from embedkd.students import load_student
 
     if not spec.startswith("static:"):
-        return load_student(spec, max_seq_length=max_seq_length)
+        model = load_student(spec)
+        if max_seq_length and type(model[0]).__name__ != "StaticEmbedding":  # a bag of tokens has no limit
+            model.max_seq_length = max_seq_length
+        return model
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 
@@ -178,7 +215,13 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     if config.max_samples:
         train_texts = train_texts[: config.max_samples]
     train = scored_pairs(
-        train_texts, sim, extractor, config.pairs, config.hard_fraction, config.training.seed
+        train_texts,
+        sim,
+        extractor,
+        config.pairs,
+        config.hard_fraction,
+        config.training.seed,
+        config.rare_fraction,
     )
     logger.info(
         "ontology teacher: %d pairs over %d texts (mean score %.3f)",
@@ -230,6 +273,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "heldout_texts": heldout_n,
         "train_pairs": len(train["score"]),
         "hard_fraction": config.hard_fraction,
+        "rare_fraction": config.rare_fraction,
         "loss": config.loss,
         "tversky": {"alpha": config.alpha, "beta": config.beta, "depth": config.depth},
         "steps": int(train_out.global_step),
