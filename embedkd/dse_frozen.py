@@ -106,7 +106,7 @@ def _fit(head, u, v, gold, teacher_logits, task, lam, epochs, max_steps, batch_s
         opt.step()
         sched.step()
         if step % 500 == 0:
-            logger.debug("head step %d loss %.4f", step, float(loss))
+            logger.debug("head step %d loss %.4f", step, loss.item())
     head.eval()
-    logger.info("pair head: %d steps (%d pairs, final batch loss %.4f)", total, n, float(loss))
+    logger.info("pair head: %d steps (%d pairs, final batch loss %.4f)", total, n, loss.item())
     return total
