@@ -7,7 +7,10 @@ In one run:
   cache, mpnet at 256 tokens by default), plus the student-teacher fidelity on SciFact's texts;
 * query-encoding throughput of student vs teacher at batch 1 and 32 on SciFact test queries, timed by
   the same code for both (``encode_query``), after a warm-up, interleaved rounds, median;
-* ``heldout_cosine`` read from the student's ``embedkd_fidelity.json`` (written by the distillation).
+* ``heldout_cosine`` read from the student's ``embedkd_fidelity.json`` (written by the distillation);
+* the asymmetric control: the *undistilled* student (``--undistilled``, the distillation's starting
+  model with the same kind of projection to the teacher's dimension, randomly initialised, seed 0) in
+  asym mode, i.e. a model that is not in the teacher's space; it should score near zero.
 
 Writes ``bench/results/leaf_scifact.json`` and ``.md`` (and the full eval report under ``--eval-dir``).
 
@@ -44,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="BEIR SciFact folder (default ../shared/data/beir-scifact)")
     p.add_argument("--b1-queries", type=int, default=100, help="queries timed one at a time (default 100)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per model and batch size")
+    p.add_argument(
+        "--undistilled",
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        help="undistilled start of the student for the asym control ('' skips it)",
+    )
     p.add_argument("--eval-dir", default="/work/runs/eval-leaf-scifact", help="full eval report directory")
     p.add_argument("--output", default=str(REPO / "bench/results/leaf_scifact.json"))
     return p.parse_args(argv)
@@ -55,6 +63,18 @@ def heldout_cosine(student: str) -> float | None:
     if not path.exists():
         return None
     return json.loads(path.read_text()).get("heldout_cosine")
+
+
+def undistilled_student(name: str, dim: int, folder: Path) -> Path:
+    """``name`` with a randomly initialised (seed 0) projection to ``dim``, saved to ``folder``."""
+    import torch
+
+    from embedkd.students import build_student
+
+    if not (folder / "modules.json").exists():
+        torch.manual_seed(0)
+        build_student(name, dim).save(str(folder))
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     task = res.rows[0]["task"]
     scores = {m: 100 * res.score(task, m) for m in ("teacher", "student", "asym")}
+    control = None
+    if args.undistilled:
+        folder = undistilled_student(args.undistilled, teacher.dim, Path(args.eval_dir) / "undistilled")
+        ctrl = WeightsCachedEncoder(
+            str(folder), name=f"undistilled:{args.undistilled}", max_seq_length=args.student_max_seq_length
+        )
+        control = 100 * evaluate(
+            ctrl, [f"beir:{data}"], teacher=teacher, modes="asym", output=Path(args.eval_dir) / "control"
+        ).score(task, "asym")
 
     queries = scifact_test_queries(data)
     models = {"student": student.model, "teacher": teacher.model}
@@ -98,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "student_ndcg10": round(scores["student"], 2),
         "asym_ndcg10": round(scores["asym"], 2),
         "heldout_cosine": heldout_cosine(args.student),
+        "undistilled_asym_ndcg10": None if control is None else round(control, 2),
+        "undistilled": args.undistilled or None,
         "query_speedup_b1": round(qps[1]["student"] / qps[1]["teacher"], 2),
         "query_speedup_b32": round(qps[32]["student"] / qps[32]["teacher"], 2),
         "student_ratio": round(scores["student"] / scores["teacher"], 4),
@@ -145,6 +176,13 @@ def markdown(r: dict) -> str:
             f"| teacher ({r['teacher']}) | {r['teacher_ndcg10']:.2f} | 1.000 | {q['b1']['teacher']} | {q['b32']['teacher']} |",
             f"| student ({r['student']}) | {r['student_ndcg10']:.2f} | {r['student_ratio']:.3f} | {q['b1']['student']} | {q['b32']['student']} |",
             f"| asym (student queries, teacher docs) | {r['asym_ndcg10']:.2f} | {r['asym_ratio']:.3f} | – | – |",
+            *(
+                [
+                    f"| asym control: undistilled {r['undistilled']} + random projection | {r['undistilled_asym_ndcg10']:.2f} | – | – | – |"
+                ]
+                if r.get("undistilled_asym_ndcg10") is not None
+                else []
+            ),
             "",
             f"Query speed-up student/teacher: {r['query_speedup_b1']}× at batch 1, {r['query_speedup_b32']}× at batch 32. "
             f"Held-out cosine: {r['heldout_cosine']}.",

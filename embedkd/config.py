@@ -85,6 +85,8 @@ class LeafConfig:
             regression onto fixed targets learns faster without dropout noise.
         freeze_embeddings: keep the student's token-embedding matrix fixed (half of a MiniLM's
             weights; ~1.3x faster steps).
+        augment: perturbed copies of each training text, labelled by the teacher and trained on too
+            (see :mod:`embedkd.augment`; 0 turns augmentation off).
         training: trainer knobs.
     """
 
@@ -106,6 +108,7 @@ class LeafConfig:
     save_asym: bool = False
     student_dropout: float | None = 0.0
     freeze_embeddings: bool = False
+    augment: int = 0
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(epochs=LEAF_EPOCHS, lr=LEAF_LR))
 
     def validate(self) -> None:
@@ -133,6 +136,8 @@ class LeafConfig:
             raise ConfigError(f"--student-dropout must be in [0, 1), got {self.student_dropout}")
         if self.teacher_batch_size < 1:
             raise ConfigError(f"--teacher-batch-size must be >= 1, got {self.teacher_batch_size}")
+        if self.augment < 0:
+            raise ConfigError(f"--augment must be >= 0 new texts per training text, got {self.augment}")
         _check_writable(Path(self.output))
 
 

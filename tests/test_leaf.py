@@ -75,6 +75,29 @@ def test_distill_python_api(models, data_file, tmp_path):
     assert losses[-1] < losses[0]  # it learned
 
 
+def test_augmented_texts_are_teacher_labelled_and_trained_on(models, data_file, tmp_path):
+    from embedkd.cache import TeacherCache
+    from embedkd.teachers import load_teacher
+
+    out = embedkd.distill(
+        teacher=models["teacher"],
+        student=models["student"],
+        data=data_file,
+        output=tmp_path / "out",
+        heldout=24,
+        augment=2,
+        epochs=1,
+        batch_size=16,
+        cache_dir=tmp_path / "cache",
+    )
+    report = json.loads((out / "embedkd_fidelity.json").read_text())
+    n_train, n_aug = len(TEXTS) - 24, report["augmented_texts"]
+    assert n_train < n_aug <= 2 * n_train
+    assert report["steps"] == (n_train + n_aug + 15) // 16  # one epoch over real + augmented texts
+    cache = TeacherCache.for_teacher(load_teacher(models["teacher"]), tmp_path / "cache")
+    assert len(cache) == n_train + 24 + n_aug  # every augmented text was labelled by the teacher
+
+
 def test_black_box_teacher_from_precomputed_vectors(models, tmp_path):
     teacher = SentenceTransformer(models["teacher"], device="cpu")
     np.save(tmp_path / "vecs.npy", teacher.encode(TEXTS))
@@ -158,6 +181,7 @@ def test_save_asym_routes_queries_to_student_and_documents_to_teacher(models, da
         (["--no-projection"], "projection is disabled"),
         (["--resume"], "holds no checkpoint"),
         (["--student-layers", "0,9"], "student-layers"),
+        (["--augment", "-2"], "--augment must be >= 0"),
     ],
 )
 def test_bad_input_is_one_clear_error(models, data_file, tmp_path, capsys, extra, message):

@@ -78,6 +78,13 @@ def add_arguments(group) -> None:
         "--freeze-embeddings", action="store_true", help="keep the student's token embeddings fixed (faster)"
     )
     group.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        help="perturbed copies of each training text (crop, word drop, concatenation), labelled by the "
+        "teacher and trained on too (default 0)",
+    )
+    group.add_argument(
         "--bf16", action="store_true", help="train under bfloat16 autocast (faster on CPUs with AVX512-BF16)"
     )
     group.add_argument(
@@ -112,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> LeafConfig:
         save_asym=args.save_asym,
         student_dropout=None if args.student_dropout == -1 else args.student_dropout,
         freeze_embeddings=args.freeze_embeddings,
+        augment=args.augment,
         training=training,
     )
 

@@ -74,6 +74,7 @@ def train_leaf(config: LeafConfig) -> Path:
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MSELoss
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
+    from embedkd.augment import augment_texts
     from embedkd.cache import TeacherCache
     from embedkd.data import load_texts
     from embedkd.fidelity import FidelityEvaluator, fidelity, write_fidelity
@@ -93,7 +94,7 @@ def train_leaf(config: LeafConfig) -> Path:
     logger.info("LEAF: %d training texts, %d held-out texts", len(train_texts), len(heldout_texts))
 
     teacher = load_teacher(config.teacher, max_seq_length=config.teacher_max_seq_length)
-    args = _training_args(config, len(train_texts))
+    args = _training_args(config, len(train_texts) * (1 + config.augment))
     # Rank 0 fills the cache first; the other ranks then only read it.
     with args.main_process_first(local=False, desc="teacher vectors"):
         cache = TeacherCache.for_teacher(teacher, config.cache_dir)
@@ -112,6 +113,16 @@ def train_leaf(config: LeafConfig) -> Path:
             batch_size=config.teacher_batch_size,
             show_progress=show,
         )
+        aug_texts = augment_texts(train_texts, config.augment, config.training.seed)
+        if aug_texts:
+            logger.info("LEAF: %d augmented texts from the training texts", len(aug_texts))
+            aug_vecs = cache.encode(
+                teacher,
+                aug_texts,
+                config.teacher_role,
+                batch_size=config.teacher_batch_size,
+                show_progress=show,
+            )
 
     student = build_student(
         config.student,
@@ -134,7 +145,11 @@ def train_leaf(config: LeafConfig) -> Path:
 
     evaluator = FidelityEvaluator(heldout_texts, heldout_vecs, batch_size=config.training.batch_size)
     before = evaluator(student)
-    dataset = Dataset.from_dict({"text": train_texts, "label": [v for v in train_vecs]})
+    fit_texts, fit_vecs = list(train_texts), list(train_vecs)
+    if aug_texts:
+        fit_texts += aug_texts
+        fit_vecs += list(aug_vecs)
+    dataset = Dataset.from_dict({"text": fit_texts, "label": fit_vecs})
     loss = MSELoss(student)
     if config.matryoshka_dims:
         loss = MatryoshkaLoss(student, loss, matryoshka_dims=[teacher.dim, *config.matryoshka_dims])
@@ -157,6 +172,7 @@ def train_leaf(config: LeafConfig) -> Path:
         "student": config.student,
         "data": list(config.data),
         "train_texts": len(train_texts),
+        "augmented_texts": len(aug_texts),
         "heldout_texts": len(heldout_texts),
         "steps": int(train_out.global_step),
         "epochs": config.training.epochs,
