@@ -130,6 +130,9 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
         pairs=args.pairs,
         hard_fraction=args.hard_fraction,
         rare_fraction=args.rare_fraction,
+        synthetic_fraction=args.synthetic_fraction,
+        synthetic_domain_share=args.synthetic_domain_share,
+        synthetic_kinds=args.synthetic_kinds,
         heldout=100,
         heldout_pairs=300,
         loss="cosent",
@@ -251,6 +254,21 @@ def parse_args(argv=None):
     p.add_argument("--hard-fraction", type=float, default=0.5, help="share of pairs sharing a concept")
     p.add_argument(
         "--rare-fraction", type=float, default=0.0, help="share of pairs sharing a concept drawn by 1/df"
+    )
+    p.add_argument(
+        "--synthetic-fraction", type=float, default=0.0, help="share of pairs written from the ontology"
+    )
+    p.add_argument(
+        "--synthetic-domain-share",
+        type=float,
+        default=0.5,
+        help="share of synthetic concepts from chest-xray",
+    )
+    p.add_argument(
+        "--synthetic-kinds",
+        nargs="+",
+        default=["shared", "source", "contrast", "related"],
+        help="synthetic pair kinds (shared source contrast related)",
     )
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-train-minutes", type=float, default=20.0)
@@ -383,6 +401,9 @@ def main(argv=None) -> int:
                 "train_pairs",
                 "hard_fraction",
                 "rare_fraction",
+                "synthetic_fraction",
+                "synthetic_domain_share",
+                "synthetic_kinds",
                 "steps",
                 "loss",
                 "heldout_spearman",

@@ -8,6 +8,7 @@ nDCG@10, overall and on the long tail = labels in < 1% of the training reports).
 ``WORK/NAME.json`` and prints it; concept sets are cached in ``WORK/sets.pkl``.
 
     python bench/ontology_iu_val.py --name b256_60k --batch 256 --pairs 60000
+    python bench/ontology_iu_val.py --name b256_60k_syn02 --batch 256 --pairs 60000 --synthetic 0.2
 """
 
 import argparse
@@ -32,6 +33,9 @@ p.add_argument("--lr", type=float, default=0.05)
 p.add_argument("--pairs", type=int, default=20000)
 p.add_argument("--hard", type=float, default=0.5)
 p.add_argument("--rare", type=float, default=0.0)
+p.add_argument("--synthetic", type=float, default=0.0, help="share of pairs written from the ontology")
+p.add_argument("--synthetic-domain-share", type=float, default=0.5, help="share of them from chest-xray")
+p.add_argument("--synthetic-kinds", nargs="+", default=["shared", "source", "contrast", "related"])
 p.add_argument("--epochs", type=float, default=1)
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--max-steps", type=int, default=-1)
@@ -58,7 +62,16 @@ lt = [(q, vlabels[q] & longtail) for q in range(len(val)) if any(vfreq[x] > 1 fo
 log.info("fit %d, val %d, %d queries, %d long-tail queries", len(fit), len(val), len(queries), len(lt))
 
 cache = Path(a.work) / "sets.pkl"
+from embedkd.methods.ontology import OntologyDistillConfig  # noqa: E402
 from embedkd.ontology import ConceptExtractor, SetIndex, TverskySimilarity, load_ontologies  # noqa: E402
+
+syn_cfg = OntologyDistillConfig(
+    data=("x",),
+    synthetic_fraction=a.synthetic,
+    synthetic_domain_share=a.synthetic_domain_share,
+    synthetic_kinds=tuple(a.synthetic_kinds),
+)
+syn_cfg.validate()  # bad values fail before anything is loaded
 
 if cache.exists():
     graph, sets = pickle.loads(cache.read_bytes())
@@ -92,12 +105,11 @@ else:
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     from embedkd.config import TrainingConfig
-    from embedkd.methods.ontology import OntologyDistillConfig
     from embedkd.methods.ontology_train import (
         _time_limit_callback,
         _training_args,
         build_pair_student,
-        scored_pairs,
+        training_pairs,
     )
 
     texts, fsets, seen = [], [], set()
@@ -106,7 +118,10 @@ else:
             seen.add(r["text"])
             texts.append(r["text"])
             fsets.append(sets[r["uid"]])
-    data = scored_pairs(texts, sim, None, a.pairs, a.hard, 0, a.rare, sets=fsets)
+    extractor = ConceptExtractor(graph) if a.synthetic else None
+    data = training_pairs(
+        texts, fsets, sim, extractor, a.pairs, a.hard, 0, a.rare, a.synthetic, syn_cfg.synthetic_config()
+    )
     log.info(
         "%d pairs over %d texts, mean score %.3f",
         len(data["score"]),

@@ -13,6 +13,9 @@ Python API::
     from embedkd.methods.ontology import distill
     out = distill(ontologies=["chest-xray"], student="sentence-transformers/all-MiniLM-L6-v2",
                   data=["reports.csv"], output="runs/ontology-student", pairs=20000)
+
+``synthetic_fraction`` (``--synthetic-fraction``) writes a share of the pairs from the ontology itself
+(:mod:`embedkd.methods.ontology_synthetic`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from embedkd.config import TrainingConfig, training_config_from_args
 from embedkd.errors import ConfigError
+from embedkd.methods.ontology_synthetic import KINDS as SYNTHETIC_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,12 @@ class OntologyDistillConfig:
         hard_fraction: share of pairs that share at least one expanded concept.
         rare_fraction: share of pairs that share a concept drawn with probability 1 / (its document
             frequency), so that rare (long-tail) concepts are trained on as often as common ones.
+        synthetic_fraction: share of the ``pairs`` written from the ontology instead of sampled among
+            the reports: a report plus a sentence naming a sampled concept (present, negated or
+            uncertain), paired and scored by the same teacher (:mod:`embedkd.methods.ontology_synthetic`).
+        synthetic_domain_share: share of the synthetic concepts drawn from the first ontology's concepts.
+        synthetic_kinds: which synthetic pair kinds to write (``shared``, ``source``, ``contrast``,
+            ``related``; see :data:`~embedkd.methods.ontology_synthetic.KINDS`).
         heldout: texts kept aside for the fidelity check (pairs among them only).
         heldout_pairs: pairs sampled among the held-out texts.
         loss: ``cosent`` (ranking) or ``cosine`` (cosine regression onto the score).
@@ -63,6 +73,9 @@ class OntologyDistillConfig:
     pairs: int = 20000
     hard_fraction: float = 0.5
     rare_fraction: float = 0.0
+    synthetic_fraction: float = 0.0
+    synthetic_domain_share: float = 0.5
+    synthetic_kinds: tuple[str, ...] = SYNTHETIC_KINDS
     heldout: int = 200
     heldout_pairs: int = 2000
     loss: str = "cosent"
@@ -92,12 +105,24 @@ class OntologyDistillConfig:
                 f"--rare-fraction must be in [0, 1 - hard fraction = {1 - self.hard_fraction:g}], "
                 f"got {self.rare_fraction}"
             )
+        if not 0 <= self.synthetic_fraction < 1:
+            raise ConfigError(
+                f"--synthetic-fraction must be in [0, 1) (a share of --pairs; some real pairs remain), "
+                f"got {self.synthetic_fraction}"
+            )
+        self.synthetic_config()
         if self.max_time_s is not None and self.max_time_s <= 0:
             raise ConfigError(f"--max-time must be > 0 minutes, got {self.max_time_s / 60:g}")
         if self.loss not in LOSSES:
             raise ConfigError(f"--pair-loss {self.loss!r} unknown; choose one of {', '.join(LOSSES)}")
         TverskyConfig(alpha=self.alpha, beta=self.beta, depth=self.depth)
         self.training.validate()
+
+    def synthetic_config(self):
+        """The :class:`~embedkd.methods.ontology_synthetic.SyntheticConfig` these options describe."""
+        from embedkd.methods.ontology_synthetic import SyntheticConfig
+
+        return SyntheticConfig.from_options(self.synthetic_domain_share, self.synthetic_kinds)
 
 
 def add_arguments(group) -> None:
@@ -111,6 +136,24 @@ def add_arguments(group) -> None:
         type=float,
         default=0.0,
         help="share of pairs sharing a concept drawn by 1/document frequency (long tail; default 0)",
+    )
+    group.add_argument(
+        "--synthetic-fraction",
+        type=float,
+        default=0.0,
+        help="share of pairs written from the ontology: reports plus a sentence naming a sampled concept (default 0)",
+    )
+    group.add_argument(
+        "--synthetic-domain-share",
+        type=float,
+        default=0.5,
+        help="share of synthetic concepts drawn from the first --teacher ontology (default 0.5)",
+    )
+    group.add_argument(
+        "--synthetic-kinds",
+        nargs="+",
+        default=list(SYNTHETIC_KINDS),
+        help=f"synthetic pair kinds among {' '.join(SYNTHETIC_KINDS)} (default all)",
     )
     group.add_argument("--heldout", type=int, default=200, help="texts held out for fidelity (default 200)")
     group.add_argument("--heldout-pairs", type=int, default=2000, help="held-out pairs (default 2000)")
@@ -140,6 +183,9 @@ def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
         pairs=args.pairs,
         hard_fraction=args.hard_fraction,
         rare_fraction=args.rare_fraction,
+        synthetic_fraction=args.synthetic_fraction,
+        synthetic_domain_share=args.synthetic_domain_share,
+        synthetic_kinds=tuple(args.synthetic_kinds),
         heldout=args.heldout,
         heldout_pairs=args.heldout_pairs,
         loss=args.pair_loss,
@@ -176,6 +222,8 @@ def distill(
     tkw = {k: kwargs.pop(k) for k in list(kwargs) if k in train_fields}
     tkw.setdefault("lr", DEFAULT_LR)
     as_tuple = lambda v: (str(v),) if isinstance(v, (str, Path)) else tuple(map(str, v))  # noqa: E731
+    if kwargs.get("synthetic_kinds") is not None:
+        kwargs["synthetic_kinds"] = as_tuple(kwargs["synthetic_kinds"])
     if kwargs.get("text_columns") is not None:
         kwargs["text_columns"] = tuple(kwargs["text_columns"])
     return run(

@@ -114,6 +114,43 @@ def scored_pairs(
     }
 
 
+def training_pairs(
+    texts: Sequence[str],
+    sets,
+    sim,
+    extractor,
+    n: int,
+    hard_fraction: float,
+    seed: int,
+    rare_fraction: float = 0.0,
+    synthetic_fraction: float = 0.0,
+    synthetic=None,
+) -> dict:
+    """:func:`scored_pairs` of ``texts``, a ``synthetic_fraction`` share of them written from the ontology.
+
+    Args:
+        texts: training texts.
+        sets: their concept sets (extracted once by the caller).
+        sim: the teacher similarity.
+        extractor: the teacher extractor (scores the synthetic texts).
+        n: pairs in all (real + synthetic).
+        hard_fraction, rare_fraction: shares of the *real* pairs (see :func:`sample_pairs`).
+        seed: sampling seed.
+        synthetic_fraction: share of ``n`` made by :class:`SyntheticPairGenerator`.
+        synthetic: its :class:`SyntheticConfig` (default settings if None).
+    """
+    from embedkd.methods.ontology_synthetic import SyntheticPairGenerator
+
+    n_syn = int(round(n * synthetic_fraction))
+    real = scored_pairs(texts, sim, extractor, n - n_syn, hard_fraction, seed, rare_fraction, sets=sets)
+    if not n_syn:
+        return real
+    syn = SyntheticPairGenerator(extractor, sim, texts, sets, synthetic).pairs(n_syn, seed)
+    rows = list(zip(*(real[c] + syn[c] for c in ("sentence1", "sentence2", "score"))))
+    random.Random(seed).shuffle(rows)  # mixed batches: CoSENT ranks synthetic and real pairs together
+    return {c: [r[i] for r in rows] for i, c in enumerate(("sentence1", "sentence2", "score"))}
+
+
 def _training_args(config: OntologyDistillConfig, n_pairs: int):
     import torch
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
@@ -214,18 +251,22 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     heldout_texts, train_texts = texts[:heldout_n], texts[heldout_n:]
     if config.max_samples:
         train_texts = train_texts[: config.max_samples]
-    train = scored_pairs(
+    train = training_pairs(
         train_texts,
+        extractor.extract_many(train_texts, show_progress=logger.isEnabledFor(logging.INFO)),
         sim,
         extractor,
         config.pairs,
         config.hard_fraction,
         config.training.seed,
         config.rare_fraction,
+        config.synthetic_fraction,
+        config.synthetic_config(),
     )
     logger.info(
-        "ontology teacher: %d pairs over %d texts (mean score %.3f)",
+        "ontology teacher: %d pairs (%.0f%% synthetic) over %d texts (mean score %.3f)",
         len(train["score"]),
+        100 * config.synthetic_fraction,
         len(train_texts),
         sum(train["score"]) / len(train["score"]),
     )
@@ -274,6 +315,9 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "train_pairs": len(train["score"]),
         "hard_fraction": config.hard_fraction,
         "rare_fraction": config.rare_fraction,
+        "synthetic_fraction": config.synthetic_fraction,
+        "synthetic_domain_share": config.synthetic_domain_share,
+        "synthetic_kinds": list(config.synthetic_kinds),
         "loss": config.loss,
         "tversky": {"alpha": config.alpha, "beta": config.beta, "depth": config.depth},
         "steps": int(train_out.global_step),
@@ -302,6 +346,7 @@ def _append_fidelity(out: Path, report: dict) -> None:
     rows = [
         ("teacher score", report["teacher"]),
         ("training pairs (hard share)", f"{report['train_pairs']} ({report['hard_fraction']})"),
+        ("share of pairs written from the ontology", f"{report['synthetic_fraction']}"),
         ("loss", report["loss"]),
         ("held-out pairs: Spearman(student cosine, Tversky)", _fmt(report["heldout_spearman"])),
         ("held-out Spearman before training", _fmt(report["heldout_spearman_before"])),
