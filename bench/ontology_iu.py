@@ -125,6 +125,10 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
     distill(
         ontologies=args.ontology,
         student=args.student,
+        student_init=args.student_init,
+        concept_mix=args.concept_mix,
+        concept_power=args.concept_power,
+        concept_domain_only=args.concept_domain_only,
         data=[data],
         output=out,
         pairs=args.pairs,
@@ -246,6 +250,19 @@ def parse_args(argv=None):
         "--student",
         default="static:sentence-transformers/all-MiniLM-L6-v2",
         help="student start: a SentenceTransformer, or static:MODEL (token embeddings of MODEL)",
+    )
+    p.add_argument(
+        "--student-init",
+        default="model",
+        choices=["model", "concepts"],
+        help="static student's token vectors: the model's, or from the ontology's concepts",
+    )
+    p.add_argument("--concept-mix", type=float, default=1.0, help="share of the concept vector (concepts)")
+    p.add_argument(
+        "--concept-power", type=float, default=0.5, help="a token in n concepts: their sum / n**power"
+    )
+    p.add_argument(
+        "--concept-domain-only", action="store_true", help="concept init from the first ontology only"
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--student-dir", default="/work/runs/ontology-iu-student-v2")
@@ -401,6 +418,10 @@ def main(argv=None) -> int:
                 "train_pairs",
                 "hard_fraction",
                 "rare_fraction",
+                "student_init",
+                "concept_mix",
+                "concept_power",
+                "concept_domain_only",
                 "synthetic_fraction",
                 "synthetic_domain_share",
                 "synthetic_kinds",

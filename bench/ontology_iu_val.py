@@ -9,6 +9,7 @@ nDCG@10, overall and on the long tail = labels in < 1% of the training reports).
 
     python bench/ontology_iu_val.py --name b256_60k --batch 256 --pairs 60000
     python bench/ontology_iu_val.py --name b256_60k_syn02 --batch 256 --pairs 60000 --synthetic 0.2
+    python bench/ontology_iu_val.py --name ci_m10 --batch 256 --pairs 60000 --student-init concepts
 """
 
 import argparse
@@ -29,6 +30,10 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 log = logging.getLogger("val")
 p = argparse.ArgumentParser()
 p.add_argument("--student", default="static:sentence-transformers/all-MiniLM-L6-v2")
+p.add_argument("--student-init", default="model", help="model or concepts (concept-aware token vectors)")
+p.add_argument("--concept-mix", type=float, default=1.0, help="share of the concept vector (concepts init)")
+p.add_argument("--concept-power", type=float, default=0.5, help="divide by (#concepts of a token) ** power")
+p.add_argument("--concept-domain-only", action="store_true", help="concepts of the first ontology only")
 p.add_argument("--lr", type=float, default=0.05)
 p.add_argument("--pairs", type=int, default=20000)
 p.add_argument("--hard", type=float, default=0.5)
@@ -44,6 +49,7 @@ p.add_argument("--loss", default="cosent")
 p.add_argument("--val", type=int, default=300)
 p.add_argument("--name", required=True)
 p.add_argument("--eval-only", default=None, help="evaluate this saved model dir")
+p.add_argument("--no-train", action="store_true", help="evaluate the initialised student untrained")
 p.add_argument("--work", default="/work/runs/onto3", help="where models, results and the set cache go")
 a = p.parse_args()
 
@@ -67,6 +73,11 @@ from embedkd.ontology import ConceptExtractor, SetIndex, TverskySimilarity, load
 
 syn_cfg = OntologyDistillConfig(
     data=("x",),
+    student=a.student,
+    student_init=a.student_init,
+    concept_mix=a.concept_mix,
+    concept_power=a.concept_power,
+    concept_domain_only=a.concept_domain_only,
     synthetic_fraction=a.synthetic,
     synthetic_domain_share=a.synthetic_domain_share,
     synthetic_kinds=tuple(a.synthetic_kinds),
@@ -105,6 +116,7 @@ else:
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     from embedkd.config import TrainingConfig
+    from embedkd.methods.ontology_init import StudentInit, init_from_concepts
     from embedkd.methods.ontology_train import (
         _time_limit_callback,
         _training_args,
@@ -129,6 +141,10 @@ else:
         sum(data["score"]) / len(data["score"]),
     )
     student = build_pair_student(a.student, 128)
+    if syn_cfg.student_init == StudentInit.CONCEPTS:
+        init_from_concepts(
+            student, sim, mix=a.concept_mix, power=a.concept_power, domain_only=a.concept_domain_only, seed=0
+        )
     out = Path(a.work) / a.name
     cfg = OntologyDistillConfig(
         data=("x",),
@@ -145,7 +161,7 @@ else:
         loss=loss,
         callbacks=[_time_limit_callback(a.max_min * 60)] if a.max_min else None,
     )
-    steps = tr.train().global_step
+    steps = 0 if a.no_train else tr.train().global_step
     student.save(str(out))
 train_s = time.time() - t0
 vecs = student.encode([r["text"] for r in val], batch_size=32, convert_to_numpy=True)

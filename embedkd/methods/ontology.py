@@ -15,7 +15,8 @@ Python API::
                   data=["reports.csv"], output="runs/ontology-student", pairs=20000)
 
 ``synthetic_fraction`` (``--synthetic-fraction``) writes a share of the pairs from the ontology itself
-(:mod:`embedkd.methods.ontology_synthetic`).
+(:mod:`embedkd.methods.ontology_synthetic`). ``student_init="concepts"`` (``--student-init concepts``)
+starts a ``static:MODEL`` student from concept-aware token vectors (:mod:`embedkd.methods.ontology_init`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from embedkd.config import TrainingConfig, training_config_from_args
 from embedkd.errors import ConfigError
+from embedkd.methods.ontology_init import StudentInit
 from embedkd.methods.ontology_synthetic import KINDS as SYNTHETIC_KINDS
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,13 @@ class OntologyDistillConfig:
     Attributes:
         ontologies: ontology specs merged into the teacher graph (files or ``chest-xray``).
         student: student model string.
+        student_init: ``model`` (the student's own vectors) or ``concepts``: a ``static:MODEL``
+            student's token vectors start from the ontology's concepts
+            (:func:`~embedkd.methods.ontology_init.init_from_concepts`).
+        concept_mix: with ``concepts``, share of the concept vector in a token's start (1: replace).
+        concept_power: with ``concepts``, a token in n concepts divides their sum by n ** power.
+        concept_domain_only: with ``concepts``, use only the first ontology's concepts (the domain
+            vocabulary, with the synonyms of their aliases in the other ontologies).
         data: report files (CSV with findings/impression or text column; txt/jsonl/tsv via load_texts).
         output: output directory (a SentenceTransformer folder).
         text_columns: CSV text columns (default: text/report, else findings + impression).
@@ -66,6 +75,10 @@ class OntologyDistillConfig:
 
     ontologies: tuple[str, ...] = ("chest-xray",)
     student: str = "sentence-transformers/all-MiniLM-L6-v2"
+    student_init: StudentInit | str = StudentInit.MODEL
+    concept_mix: float = 1.0
+    concept_power: float = 0.5
+    concept_domain_only: bool = False
     data: tuple[str, ...] = ()
     output: str = "runs/ontology-student"
     text_columns: tuple[str, ...] | None = None
@@ -111,12 +124,27 @@ class OntologyDistillConfig:
                 f"got {self.synthetic_fraction}"
             )
         self.synthetic_config()
+        self._validate_student_init()
         if self.max_time_s is not None and self.max_time_s <= 0:
             raise ConfigError(f"--max-time must be > 0 minutes, got {self.max_time_s / 60:g}")
         if self.loss not in LOSSES:
             raise ConfigError(f"--pair-loss {self.loss!r} unknown; choose one of {', '.join(LOSSES)}")
         TverskyConfig(alpha=self.alpha, beta=self.beta, depth=self.depth)
         self.training.validate()
+
+    def _validate_student_init(self) -> None:
+        choices = ", ".join(m.value for m in StudentInit)
+        if self.student_init not in tuple(m.value for m in StudentInit):
+            raise ConfigError(f"--student-init {self.student_init!r} unknown; choose one of {choices}")
+        if self.student_init == StudentInit.CONCEPTS and not self.student.startswith("static:"):
+            raise ConfigError(
+                f"--student-init concepts needs a static:MODEL student (a bag of token vectors), "
+                f"got --student {self.student!r}"
+            )
+        if not 0 <= self.concept_mix <= 1:
+            raise ConfigError(f"--concept-mix must be in [0, 1], got {self.concept_mix}")
+        if not 0 <= self.concept_power <= 1:
+            raise ConfigError(f"--concept-power must be in [0, 1], got {self.concept_power}")
 
     def synthetic_config(self):
         """The :class:`~embedkd.methods.ontology_synthetic.SyntheticConfig` these options describe."""
@@ -155,6 +183,29 @@ def add_arguments(group) -> None:
         default=list(SYNTHETIC_KINDS),
         help=f"synthetic pair kinds among {' '.join(SYNTHETIC_KINDS)} (default all)",
     )
+    group.add_argument(
+        "--student-init",
+        default=StudentInit.MODEL.value,
+        choices=[m.value for m in StudentInit],
+        help="token vectors of a static:MODEL student: the model's, or from the ontology's concepts (default model)",
+    )
+    group.add_argument(
+        "--concept-mix",
+        type=float,
+        default=1.0,
+        help="with --student-init concepts: share of the concept vector, 1 replaces the model's (default 1)",
+    )
+    group.add_argument(
+        "--concept-power",
+        type=float,
+        default=0.5,
+        help="with --student-init concepts: a token in n concepts divides their sum by n**power (default 0.5)",
+    )
+    group.add_argument(
+        "--concept-domain-only",
+        action="store_true",
+        help="with --student-init concepts: only the first --teacher ontology's concepts (the domain vocabulary)",
+    )
     group.add_argument("--heldout", type=int, default=200, help="texts held out for fidelity (default 200)")
     group.add_argument("--heldout-pairs", type=int, default=2000, help="held-out pairs (default 2000)")
     group.add_argument("--pair-loss", default="cosent", choices=LOSSES, help="pair loss (default cosent)")
@@ -176,6 +227,10 @@ def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
     return OntologyDistillConfig(
         ontologies=tuple(s.strip() for s in args.teacher.split(",") if s.strip()),
         student=args.student,
+        student_init=args.student_init,
+        concept_mix=args.concept_mix,
+        concept_power=args.concept_power,
+        concept_domain_only=args.concept_domain_only,
         data=tuple(args.data),
         output=args.output,
         text_columns=tuple(args.text_columns) if args.text_columns else None,

@@ -237,6 +237,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss, CosineSimilarityLoss
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
+    from embedkd.methods.ontology_init import StudentInit, init_from_concepts
     from embedkd.modelcard import write_model_card
     from embedkd.ontology import ConceptExtractor, TverskyConfig, TverskySimilarity, load_ontologies
 
@@ -272,6 +273,15 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     )
 
     student = build_pair_student(config.student, config.training.max_seq_length)
+    if config.student_init == StudentInit.CONCEPTS:
+        init_from_concepts(
+            student,
+            sim,
+            mix=config.concept_mix,
+            power=config.concept_power,
+            domain_only=config.concept_domain_only,
+            seed=config.training.seed,
+        )
     evaluator = None
     before = {}
     if heldout_n >= 2 and config.heldout_pairs:
@@ -309,6 +319,12 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "method": "ontology",
         "teacher": "weighted Tversky over " + ", ".join(config.ontologies),
         "student": config.student,
+        "student_init": StudentInit(config.student_init).value,
+        "concept_mix": config.concept_mix if config.student_init == StudentInit.CONCEPTS else None,
+        "concept_power": config.concept_power if config.student_init == StudentInit.CONCEPTS else None,
+        "concept_domain_only": config.concept_domain_only
+        if config.student_init == StudentInit.CONCEPTS
+        else None,
         "data": list(config.data),
         "train_texts": len(train_texts),
         "heldout_texts": heldout_n,
