@@ -303,10 +303,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _command() -> str:
+def _command(argv: list[str] | None = None) -> str:
     """The command line that ran this benchmark, with the thread settings it ran under."""
     env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
-    return " ".join([*env, "python", "bench/ontology_iu.py", *sys.argv[1:]])
+    return " ".join([*env, "python", "bench/ontology_iu.py", *(sys.argv[1:] if argv is None else argv)])
 
 
 def main(argv=None) -> int:
@@ -453,7 +453,7 @@ def main(argv=None) -> int:
             "student_train_s": train_s,
         },
         "wall_time_s": round(time.time() - started, 1),
-        "command": _command() + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": _command(argv),
     }
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
