@@ -42,19 +42,22 @@ def test_split_is_deterministic_and_disjoint():
     assert split_texts(TEXTS, None, 20, seed=4)[1] != held
 
 
-def test_distill_python_api(models, data_file, tmp_path):
-    out = embedkd.distill(
+def _distill(models, data_file, tmp_path, **kwargs):
+    """``embedkd.distill`` of the tiny models on TEXTS (24 held out, batch 16) into ``tmp_path``."""
+    return embedkd.distill(
         teacher=models["teacher"],
         student=models["student"],
         data=data_file,
         output=tmp_path / "out",
         heldout=24,
-        epochs=2,
         batch_size=16,
-        lr=5e-4,
         cache_dir=tmp_path / "cache",
-        eval_steps=10,
+        **kwargs,
     )
+
+
+def test_distill_python_api(models, data_file, tmp_path):
+    out = _distill(models, data_file, tmp_path, epochs=2, lr=5e-4, eval_steps=10)
     student = SentenceTransformer(str(out), device="cpu")
     assert student.encode(["hi"]).shape == (1, 48)  # projected to the teacher's dimension
     report = json.loads((out / "embedkd_fidelity.json").read_text())
@@ -79,17 +82,7 @@ def test_augmented_texts_are_teacher_labelled_and_trained_on(models, data_file, 
     from embedkd.cache import TeacherCache
     from embedkd.teachers import load_teacher
 
-    out = embedkd.distill(
-        teacher=models["teacher"],
-        student=models["student"],
-        data=data_file,
-        output=tmp_path / "out",
-        heldout=24,
-        augment=2,
-        epochs=1,
-        batch_size=16,
-        cache_dir=tmp_path / "cache",
-    )
+    out = _distill(models, data_file, tmp_path, augment=2, epochs=1)
     report = json.loads((out / "embedkd_fidelity.json").read_text())
     n_train, n_aug = len(TEXTS) - 24, report["augmented_texts"]
     assert n_train < n_aug <= 2 * n_train

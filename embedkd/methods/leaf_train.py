@@ -95,34 +95,23 @@ def train_leaf(config: LeafConfig) -> Path:
 
     teacher = load_teacher(config.teacher, max_seq_length=config.teacher_max_seq_length)
     args = _training_args(config, len(train_texts) * (1 + config.augment))
+    aug_texts = augment_texts(train_texts, config.augment, config.training.seed)
+    if aug_texts:
+        logger.info("LEAF: %d augmented texts from the training texts", len(aug_texts))
+    fit_texts = train_texts + aug_texts
     # Rank 0 fills the cache first; the other ranks then only read it.
     with args.main_process_first(local=False, desc="teacher vectors"):
         cache = TeacherCache.for_teacher(teacher, config.cache_dir)
         show = logger.isEnabledFor(logging.INFO)
-        train_vecs = cache.encode(
-            teacher,
-            train_texts,
-            config.teacher_role,
-            batch_size=config.teacher_batch_size,
-            show_progress=show,
-        )
-        heldout_vecs = cache.encode(
-            teacher,
-            heldout_texts,
-            config.teacher_role,
-            batch_size=config.teacher_batch_size,
-            show_progress=show,
-        )
-        aug_texts = augment_texts(train_texts, config.augment, config.training.seed)
-        if aug_texts:
-            logger.info("LEAF: %d augmented texts from the training texts", len(aug_texts))
-            aug_vecs = cache.encode(
-                teacher,
-                aug_texts,
-                config.teacher_role,
-                batch_size=config.teacher_batch_size,
-                show_progress=show,
+
+        def label(texts: list[str]):
+            return cache.encode(
+                teacher, texts, config.teacher_role, batch_size=config.teacher_batch_size, show_progress=show
             )
+
+        fit_vecs = label(fit_texts)
+        heldout_vecs = label(heldout_texts)
+    train_vecs = fit_vecs[: len(train_texts)]
 
     student = build_student(
         config.student,
@@ -145,11 +134,7 @@ def train_leaf(config: LeafConfig) -> Path:
 
     evaluator = FidelityEvaluator(heldout_texts, heldout_vecs, batch_size=config.training.batch_size)
     before = evaluator(student)
-    fit_texts, fit_vecs = list(train_texts), list(train_vecs)
-    if aug_texts:
-        fit_texts += aug_texts
-        fit_vecs += list(aug_vecs)
-    dataset = Dataset.from_dict({"text": fit_texts, "label": fit_vecs})
+    dataset = Dataset.from_dict({"text": fit_texts, "label": list(fit_vecs)})
     loss = MSELoss(student)
     if config.matryoshka_dims:
         loss = MatryoshkaLoss(student, loss, matryoshka_dims=[teacher.dim, *config.matryoshka_dims])

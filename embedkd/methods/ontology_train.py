@@ -273,7 +273,8 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     )
 
     student = build_pair_student(config.student, config.training.max_seq_length)
-    if config.student_init == StudentInit.CONCEPTS:
+    concept_init = config.student_init == StudentInit.CONCEPTS
+    if concept_init:
         init_from_concepts(
             student,
             sim,
@@ -320,11 +321,10 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "teacher": "weighted Tversky over " + ", ".join(config.ontologies),
         "student": config.student,
         "student_init": StudentInit(config.student_init).value,
-        "concept_mix": config.concept_mix if config.student_init == StudentInit.CONCEPTS else None,
-        "concept_power": config.concept_power if config.student_init == StudentInit.CONCEPTS else None,
-        "concept_domain_only": config.concept_domain_only
-        if config.student_init == StudentInit.CONCEPTS
-        else None,
+        **{
+            k: getattr(config, k) if concept_init else None
+            for k in ("concept_mix", "concept_power", "concept_domain_only")
+        },
         "data": list(config.data),
         "train_texts": len(train_texts),
         "heldout_texts": heldout_n,
