@@ -126,6 +126,7 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
         ontologies=args.ontology,
         student=args.student,
         student_init=args.student_init,
+        student_num_layers=args.student_num_layers,
         concept_mix=args.concept_mix,
         concept_power=args.concept_power,
         concept_domain_only=args.concept_domain_only,
@@ -250,6 +251,9 @@ def parse_args(argv=None):
         "--student",
         default="static:sentence-transformers/all-MiniLM-L6-v2",
         help="student start: a SentenceTransformer, or static:MODEL (token embeddings of MODEL)",
+    )
+    p.add_argument(
+        "--student-num-layers", type=int, default=None, help="keep N evenly spaced transformer layers"
     )
     p.add_argument(
         "--student-init",

@@ -74,6 +74,10 @@ def test_config_validation():
         OntologyDistillConfig().validate()
     with pytest.raises(ConfigError, match="alpha"):
         OntologyDistillConfig(data=("x",), alpha=3).validate()
+    with pytest.raises(ConfigError, match="--student-num-layers must be >= 1, got 0"):
+        OntologyDistillConfig(data=("x",), student_num_layers=0).validate()
+    with pytest.raises(ConfigError, match="needs a transformer student"):
+        OntologyDistillConfig(data=("x",), student="static:m", student_num_layers=2).validate()
 
 
 def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
@@ -109,14 +113,18 @@ def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
             "1",
             "--save-steps",
             "100",
+            "--student-num-layers",
+            "1",
         ]
     )
     assert code == 0
     assert capsys.readouterr().out.strip().endswith(str(out))
     model = SentenceTransformer(str(out), device="cpu")
     assert model.encode(["Enlarged heart."]).shape == (1, 32)
+    assert model[0].auto_model.config.num_hidden_layers == 1  # the tiny student had 2; pruned and saved so
     report = json.loads((out / "embedkd_ontology.json").read_text())
     assert report["steps"] == 3 and report["train_pairs"] == 40 and report["heldout_texts"] == 5
+    assert report["student_num_layers"] == 1
     assert report["method"] == "ontology"
     card = (out / "README.md").read_text()
     assert "Ontology teacher fidelity" in card and "weighted Tversky" in card

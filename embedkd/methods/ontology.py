@@ -49,6 +49,8 @@ class OntologyDistillConfig:
             (:func:`~embedkd.methods.ontology_init.init_from_concepts`).
         concept_mix: with ``concepts``, share of the concept vector in a token's start (1: replace).
         concept_power: with ``concepts``, a token in n concepts divides their sum by n ** power.
+        student_num_layers: keep this many evenly spaced transformer layers of the student (None: all);
+            fewer layers encode queries proportionally faster.
         concept_domain_only: with ``concepts``, use only the first ontology's concepts (the domain
             vocabulary, with the synonyms of their aliases in the other ontologies).
         data: report files (CSV with findings/impression or text column; txt/jsonl/tsv via load_texts).
@@ -76,6 +78,7 @@ class OntologyDistillConfig:
     ontologies: tuple[str, ...] = ("chest-xray",)
     student: str = "sentence-transformers/all-MiniLM-L6-v2"
     student_init: StudentInit | str = StudentInit.MODEL
+    student_num_layers: int | None = None
     concept_mix: float = 1.0
     concept_power: float = 0.5
     concept_domain_only: bool = False
@@ -141,6 +144,13 @@ class OntologyDistillConfig:
                 f"--student-init concepts needs a static:MODEL student (a bag of token vectors), "
                 f"got --student {self.student!r}"
             )
+        if self.student_num_layers is not None:
+            if self.student_num_layers < 1:
+                raise ConfigError(f"--student-num-layers must be >= 1, got {self.student_num_layers}")
+            if self.student.startswith("static:"):
+                raise ConfigError(
+                    f"--student-num-layers needs a transformer student; {self.student!r} is a bag of token vectors"
+                )
         if not 0 <= self.concept_mix <= 1:
             raise ConfigError(f"--concept-mix must be in [0, 1], got {self.concept_mix}")
         if not 0 <= self.concept_power <= 1:
@@ -190,6 +200,12 @@ def add_arguments(group) -> None:
         help="token vectors of a static:MODEL student: the model's, or from the ontology's concepts (default model)",
     )
     group.add_argument(
+        "--student-num-layers",
+        type=int,
+        default=None,
+        help="keep N evenly spaced transformer layers of the student (default all)",
+    )
+    group.add_argument(
         "--concept-mix",
         type=float,
         default=1.0,
@@ -228,6 +244,7 @@ def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
         ontologies=tuple(s.strip() for s in args.teacher.split(",") if s.strip()),
         student=args.student,
         student_init=args.student_init,
+        student_num_layers=args.student_num_layers,
         concept_mix=args.concept_mix,
         concept_power=args.concept_power,
         concept_domain_only=args.concept_domain_only,

@@ -199,17 +199,21 @@ def _time_limit_callback(seconds: float):
     return TimeLimit()
 
 
-def build_pair_student(spec: str, max_seq_length: int | None = None):
+def build_pair_student(spec: str, max_seq_length: int | None = None, num_layers: int | None = None):
     """The student: any SentenceTransformer (a saved static model too), or ``static:MODEL``.
+
+    ``num_layers`` keeps that many evenly spaced transformer layers (see :func:`embedkd.students.prune_layers`).
 
     ``static:MODEL`` is a bag of token vectors (sentence-transformers ``StaticEmbedding``) initialised
     from ``MODEL``'s input token embeddings and tokenizer: orders of magnitude cheaper to train and to
     query than a transformer, which suits a lexical teacher such as concept matching.
     """
-    from embedkd.students import load_student
+    from embedkd.students import load_student, prune_layers
 
     if not spec.startswith("static:"):
         model = load_student(spec)
+        if num_layers is not None:
+            prune_layers(model, None, num_layers)
         if max_seq_length and type(model[0]).__name__ != "StaticEmbedding":  # a bag of tokens has no limit
             model.max_seq_length = max_seq_length
         return model
@@ -272,7 +276,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         sum(train["score"]) / len(train["score"]),
     )
 
-    student = build_pair_student(config.student, config.training.max_seq_length)
+    student = build_pair_student(config.student, config.training.max_seq_length, config.student_num_layers)
     concept_init = config.student_init == StudentInit.CONCEPTS
     if concept_init:
         init_from_concepts(
@@ -321,6 +325,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "teacher": "weighted Tversky over " + ", ".join(config.ontologies),
         "student": config.student,
         "student_init": StudentInit(config.student_init).value,
+        "student_num_layers": config.student_num_layers,
         **{
             k: getattr(config, k) if concept_init else None
             for k in ("concept_mix", "concept_power", "concept_domain_only")
