@@ -47,10 +47,10 @@ class OntologyDistillConfig:
         student_init: ``model`` (the student's own vectors) or ``concepts``: a ``static:MODEL``
             student's token vectors start from the ontology's concepts
             (:func:`~embedkd.methods.ontology_init.init_from_concepts`).
-        concept_mix: with ``concepts``, share of the concept vector in a token's start (1: replace).
-        concept_power: with ``concepts``, a token in n concepts divides their sum by n ** power.
         student_num_layers: keep this many evenly spaced transformer layers of the student (None: all);
             fewer layers encode queries proportionally faster.
+        concept_mix: with ``concepts``, share of the concept vector in a token's start (1: replace).
+        concept_power: with ``concepts``, a token in n concepts divides their sum by n ** power.
         concept_domain_only: with ``concepts``, use only the first ontology's concepts (the domain
             vocabulary, with the synonyms of their aliases in the other ontologies).
         data: report files (CSV with findings/impression or text column; txt/jsonl/tsv via load_texts).
