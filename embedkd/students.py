@@ -182,3 +182,44 @@ def set_trainable(model, *, dropout: float | None = None, freeze_embeddings: boo
             raise EmbedkdError(f"cannot find the token embeddings of {type(model[0]).__name__} to freeze")
         embeddings.weight.requires_grad_(False)
         logger.info("student: token embeddings frozen (%d weights)", embeddings.weight.numel())
+
+
+QUANTIZE_CHOICES = ("int8",)
+
+
+def quantize_for_cpu(model, scheme: str = "int8"):
+    """Quantize ``model``'s linear layers for CPU inference, in place; returns the model.
+
+    ``int8`` is PyTorch's dynamic quantization: weights stored as int8, activations quantized per
+    batch at run time, so nothing needs calibrating. The vectors stay close to the float ones but not
+    equal, and since the activation scale is taken over the whole batch, a text's vector depends
+    slightly on the other texts it is encoded with. Measure speed and quality on your task
+    (``bench/ontology_iu.py --quantize int8`` does for report retrieval). The
+    quantized model is for inference only: it cannot be trained further or saved as a normal
+    SentenceTransformer, so quantize at load time (``embedkd serve --quantize int8``).
+
+    Args:
+        model: a SentenceTransformer on the CPU.
+        scheme: ``int8`` (the only scheme).
+
+    Raises:
+        ConfigError: an unknown scheme, or a model that is not on the CPU.
+    """
+    if scheme not in QUANTIZE_CHOICES:
+        raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {scheme!r}")
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise ConfigError(
+            f"{scheme} quantization runs on the CPU only; the model is on {device} (use --device cpu)"
+        )
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the eager-mode API deprecated in favour of torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    model.eval()
+    logger.info("quantized the model's linear layers to %s (dynamic, CPU)", scheme)
+    return model

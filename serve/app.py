@@ -39,6 +39,7 @@ def open_service(settings: ServeSettings) -> SearchService:
         overfetch=settings.overfetch,
         cache_dir=settings.cache_dir,
         device=settings.device,
+        quantize=settings.quantize,
     )
     return SearchService.open(settings.index_dir, settings.student, settings.teacher, options)
 

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="teacher cache root [EMBEDKD_CACHE_DIR]")
     parser.add_argument("--device", default=None, help="torch device for the models")
     parser.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8"],
+        help="int8: quantize the query encoder for CPU inference",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for encoding and search (default: all cores)"
     )
 

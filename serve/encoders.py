@@ -48,17 +48,30 @@ class QueryEncoder:
         return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim), truncated
 
 
-def load_query_encoder(spec: str, meta: IndexMeta, *, device: str | None = None) -> QueryEncoder:
+def load_query_encoder(
+    spec: str, meta: IndexMeta, *, device: str | None = None, quantize: str | None = None
+) -> QueryEncoder:
     """Load the student (any SentenceTransformer dir or id) and check it fits the index.
 
+    Args:
+        spec: the student (directory or model id).
+        meta: the index's metadata.
+        device: torch device (default CPU).
+        quantize: ``int8`` quantizes the student's linear layers for CPU inference
+            (:func:`embedkd.students.quantize_for_cpu`); None keeps it as saved.
+
     Raises:
-        ConfigError: its output dimension is not the index's (the teacher's) dimension.
+        ConfigError: its output dimension is not the index's (the teacher's) dimension, or
+            quantization was asked for off the CPU.
     """
     from sentence_transformers import SentenceTransformer
 
     from embedkd.hub import resolve_model
+    from embedkd.students import quantize_for_cpu
 
     model = SentenceTransformer(resolve_model(spec), device=device or "cpu")
+    if quantize:
+        quantize_for_cpu(model, quantize)
     encoder = QueryEncoder(model, spec)
     if encoder.dim != meta.dim:
         raise ConfigError(
@@ -66,7 +79,13 @@ def load_query_encoder(spec: str, meta: IndexMeta, *, device: str | None = None)
             f"{meta.teacher_id!r} with {meta.dim}-d vectors; serve a student distilled into that "
             f"teacher's space (or one with a projection to {meta.dim} dims)"
         )
-    logger.info("query encoder %s: %d-d, max %d tokens", spec, encoder.dim, encoder.max_seq_length)
+    logger.info(
+        "query encoder %s: %d-d, max %d tokens%s",
+        spec,
+        encoder.dim,
+        encoder.max_seq_length,
+        f", {quantize}" if quantize else "",
+    )
     return encoder
 
 

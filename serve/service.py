@@ -62,6 +62,7 @@ class ServiceOptions:
         cache_dir: teacher cache root.
         teacher_batch_size: teacher batch size for document embedding.
         device: torch device for the models.
+        quantize: ``int8`` quantizes the query encoder for CPU inference (None: as saved).
     """
 
     read_only: bool = False
@@ -71,6 +72,7 @@ class ServiceOptions:
     cache_dir: str | None = None
     teacher_batch_size: int = 32
     device: str | None = None
+    quantize: str | None = None
 
 
 class SearchService:
@@ -111,7 +113,7 @@ class SearchService:
         encoder = (
             student
             if isinstance(student, QueryEncoder)
-            else load_query_encoder(student, meta, device=options.device)
+            else load_query_encoder(student, meta, device=options.device, quantize=options.quantize)
         )
         if encoder.dim != meta.dim:
             raise EmbedkdError(f"query encoder outputs {encoder.dim}-d vectors, the index holds {meta.dim}-d")

@@ -6,6 +6,7 @@ This is the only module of ``serve`` that reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,9 @@ class ServeSettings(BaseSettings):
         overfetch: hits fetched per wanted hit when filtering.
         cache_dir: teacher cache root [EMBEDKD_CACHE_DIR].
         device: torch device for both models.
+        quantize: ``int8`` quantizes the query encoder for CPU inference (unset: as saved); a
+            query's vector then depends slightly on the other queries in its micro-batch
+            [EMBEDKD_QUANTIZE].
         threads: CPU threads for encoding and search (torch intra-op + FAISS OpenMP); default: all
             cores. On a shared or oversubscribed host, 1 avoids threads spinning at each other.
     """
@@ -56,4 +60,5 @@ class ServeSettings(BaseSettings):
     overfetch: int = Field(4, ge=1, le=64)
     cache_dir: str | None = None
     device: str | None = None
+    quantize: Literal["int8"] | None = None
     threads: int | None = Field(None, ge=1, le=512)

@@ -13,6 +13,7 @@ from embedkd.students import (
     evenly_spaced_layers,
     init_projection_lstsq,
     prune_layers,
+    quantize_for_cpu,
     set_trainable,
 )
 
@@ -105,3 +106,24 @@ def test_lstsq_init_finds_the_dense_before_a_normalize(tiny_st_factory):
     dense_before = student[-2].linear.weight.clone()
     init_projection_lstsq(student, texts, targets)
     assert not torch.equal(dense_before, student[-2].linear.weight)
+
+
+def test_int8_quantization_keeps_the_vectors_close(tiny_st_factory):
+    texts = ["the heart is enlarged", "no pleural effusion", "a small left pneumothorax"]
+    model = SentenceTransformer(tiny_st_factory(hidden=32, seed=2), device="cpu")
+    before = model.encode(texts, normalize_embeddings=True)
+    quantize_for_cpu(model, "int8")
+    quantized = [m for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantized and not any(type(m) is torch.nn.Linear for m in model.modules())  # all swapped
+    after = model.encode(texts, normalize_embeddings=True)
+    cosines = np.sum(before * after, axis=1)
+    assert np.all(cosines > 0.98) and not np.allclose(before, after)  # close, and really quantized
+
+
+def test_int8_quantization_rejects_bad_input(tiny_st_factory):
+    model = SentenceTransformer(tiny_st_factory(hidden=32, seed=2), device="cpu")
+    with pytest.raises(ConfigError, match="quantize must be one of int8, got 'int4'"):
+        quantize_for_cpu(model, "int4")
+    model.to("meta")
+    with pytest.raises(ConfigError, match="runs on the CPU only; the model is on meta"):
+        quantize_for_cpu(model, "int8")

@@ -1,0 +1,39 @@
+"""``embedkd serve --quantize int8``: a real server whose query encoder runs int8 on the CPU."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+from sentence_transformers import SentenceTransformer
+from serve_helpers import Server, write_corpus
+
+from embedkd.teachers import SentenceTransformerTeacher
+from serve.builder import build_index
+
+
+def test_int8_server_answers_with_vectors_close_to_the_float_student(tmp_path, tiny_st_factory):
+    teacher_path, student_path = tiny_st_factory(hidden=32, seed=0), tiny_st_factory(hidden=32, seed=1)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 12)
+    build_index(
+        corpus,
+        SentenceTransformerTeacher(teacher_path),
+        tmp_path / "idx",
+        teacher_name=teacher_path,
+        cache_dir=tmp_path / "cache",
+        show_progress=False,
+    )
+    args = ["--index-dir", str(tmp_path / "idx"), "--student", student_path, "--quantize", "int8"]
+    server = Server([*args, "--threads", "1"], tmp_path / "server.log").wait_ready()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            texts = ["heart disease cohort", "protein folding study"]
+            got = client.post("/embed", json={"texts": texts}).json()
+            hits = client.post("/search", json={"query": texts[0], "k": 3}).json()
+    finally:
+        server.stop()
+    assert "int8" in server.tail()  # the log says the query encoder is quantized
+    served = np.asarray(got["embeddings"], dtype=np.float32)
+    floats = SentenceTransformer(student_path, device="cpu").encode(texts)
+    cos = np.sum(served * floats, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(floats, axis=1))
+    assert np.all(cos > 0.98) and not np.allclose(served, floats, atol=1e-6)
+    assert len(hits["results"]) == 3
