@@ -111,17 +111,17 @@ def encode_cached(model: str, texts: list[str], max_seq_length: int, batch_size:
 def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
     """Distil the ontology similarity into MiniLM on the training split only (reused if present)."""
     out = Path(args.student_dir)
-    if (out / "embedkd_ontology.json").exists() and not args.retrain:
-        logger.info("reusing student %s", out)
-        return out, json.loads((out / "embedkd_ontology.json").read_text())["wall_time_s"]
-    from embedkd.methods.ontology import distill
-
     data = out.parent / f"{out.name}-train.csv"
     data.parent.mkdir(parents=True, exist_ok=True)
     with data.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "text"])
         w.writerows(enumerate(train_texts))
+    if (out / "embedkd_ontology.json").exists() and not args.retrain:
+        logger.info("reusing student %s", out)
+        return out, json.loads((out / "embedkd_ontology.json").read_text())["wall_time_s"]
+    from embedkd.methods.ontology import distill
+
     distill(
         ontologies=args.ontology,
         student=args.student,
@@ -150,6 +150,63 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
         max_time_s=args.max_train_minutes * 60,
     )
     return out, json.loads((out / "embedkd_ontology.json").read_text())["wall_time_s"]
+
+
+def compress_student(args, student_dir: Path) -> tuple[Path, dict]:
+    """LEAF the trained student into ``--compress-layers`` of its own layers (reused if present).
+
+    The teacher is the trained student itself and the compressed one starts from its evenly spaced
+    layers, so it begins in the teacher's space; both see the training reports only (the same CSV the
+    student was trained on), with ``--compress-augment`` perturbed copies of each.
+    """
+    out = Path(f"{student_dir}-L{args.compress_layers}")
+    card = out / "embedkd_fidelity.json"
+    if card.exists() and not args.retrain:
+        logger.info("reusing compressed student %s", out)
+    else:
+        from embedkd.methods.leaf import distill as leaf_distill
+
+        leaf_distill(
+            teacher=str(student_dir),
+            student=str(student_dir),
+            data=[str(student_dir.parent / f"{student_dir.name}-train.csv")],
+            output=str(out),
+            student_num_layers=args.compress_layers,
+            augment=args.compress_augment,
+            heldout=100,
+            max_seq_length=128,
+            teacher_max_seq_length=128,
+            seed=args.seed,
+        )
+    report = json.loads(card.read_text())
+    return out, {
+        k: report.get(k)
+        for k in (
+            "student_num_layers",
+            "train_texts",
+            "augmented_texts",
+            "steps",
+            "epochs",
+            "lr",
+            "heldout_cosine_before",
+            "heldout_cosine",
+            "wall_time_s",
+        )
+    }
+
+
+def load_student(path: Path, seq_len: int, quantize: str | None):
+    """The student as served: its max length set (transformers), optionally int8-quantized."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedkd.students import quantize_for_cpu
+
+    student = SentenceTransformer(str(path), device="cpu")
+    if type(student[0]).__name__ != "StaticEmbedding":  # a bag of tokens has no length limit to set
+        student.max_seq_length = seq_len
+    if quantize:
+        quantize_for_cpu(student, quantize)
+    return student
 
 
 def speed_at_scale(sim, extractor, profiles, student_vecs, student, texts, query_ids, n_docs, n_exact, seed):
@@ -300,7 +357,25 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seq-len", type=int, default=256, help="max tokens for MiniLM/mpnet/student encoding")
     p.add_argument("--speed-docs", type=int, default=100_000)
-    p.add_argument("--speed-queries", type=int, default=5)
+    p.add_argument(
+        "--compress-layers",
+        type=int,
+        default=None,
+        help="LEAF the trained student into N of its layers and serve that one (row `student`)",
+    )
+    p.add_argument(
+        "--compress-augment",
+        type=int,
+        default=10,
+        help="perturbed copies per training report for --compress-layers",
+    )
+    p.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8"],
+        help="serve the student int8-quantized (quality and speed)",
+    )
+    p.add_argument("--speed-queries", type=int, default=50)
     p.add_argument("--speed-exact-docs", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=str(REPO / "bench" / "results" / "ontology_iu.json"))
@@ -317,8 +392,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     started = time.time()
-    from sentence_transformers import SentenceTransformer
-
     from embedkd.ontology import ConceptExtractor, SetIndex, TverskySimilarity, load_ontologies
     from embedkd.ontology.label import label_metrics, report_headings
 
@@ -370,9 +443,14 @@ def main(argv=None) -> int:
         }
 
     student_dir, train_s = train_student(args, [r["text"] for r in train])
-    student = SentenceTransformer(str(student_dir), device="cpu")
-    if type(student[0]).__name__ != "StaticEmbedding":  # a bag of tokens has no length limit to set
-        student.max_seq_length = args.seq_len
+    served_dir, compression = student_dir, None
+    if args.compress_layers:
+        served_dir, compression = compress_student(args, student_dir)
+        full = load_student(student_dir, args.seq_len, None)
+        rankings["student_uncompressed"] = vector_rankings(
+            full.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True), qids
+        )
+    student = load_student(served_dir, args.seq_len, args.quantize)
     student_vecs = student.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
     minilm = encode_cached("sentence-transformers/all-MiniLM-L6-v2", texts, args.seq_len, 32)
     mpnet = encode_cached("sentence-transformers/all-mpnet-base-v2", texts, args.seq_len, 16)
@@ -455,6 +533,9 @@ def main(argv=None) -> int:
             "train_fraction": args.train_fraction,
             "student_dir": str(student_dir),
             "student_train_s": train_s,
+            "served_student_dir": str(served_dir),
+            "student_quantize": args.quantize,
+            "compression": compression,
         },
         "wall_time_s": round(time.time() - started, 1),
         "command": _command(argv),
@@ -467,9 +548,32 @@ def main(argv=None) -> int:
     return 0
 
 
+def _served(setup: dict) -> str:
+    """What the `student` row is when it is not the trained student as saved."""
+    parts = []
+    c = setup.get("compression")
+    if c:
+        parts.append(
+            f"compressed by LEAF into {c['student_num_layers']} of its layers (training reports + "
+            f"{c['augmented_texts']} perturbed copies, held-out cosine to the uncompressed student "
+            f"{c['heldout_cosine']:.4f}; `student_uncompressed` is the one it came from)"
+        )
+    if setup.get("student_quantize"):
+        parts.append(f"run {setup['student_quantize']}-quantized (dynamic, CPU) for every number")
+    return (" The `student` row is the trained student " + "; ".join(parts) + ".") if parts else ""
+
+
 def markdown(r: dict) -> str:
     rows = ["| system | P@10 | nDCG@10 | P@10 long tail | nDCG@10 long tail |", "|---|---:|---:|---:|---:|"]
-    for name in ("ontology", "ontology_chest_xray_only", "student", "minilm", "mpnet", "bm25"):
+    for name in (
+        "ontology",
+        "ontology_chest_xray_only",
+        "student",
+        "student_uncompressed",
+        "minilm",
+        "mpnet",
+        "bm25",
+    ):
         if name not in r:
             continue
         m = r[name]
@@ -481,7 +585,7 @@ def markdown(r: dict) -> str:
     return "\n".join(rows) + (
         f"\n\nIU X-ray, {s['eval_reports']} evaluation reports ({s['queries']} queries, {s['longtail_queries']} "
         f"long-tail queries over {s['longtail_labels']} labels in < 1% of reports); the student was trained on the "
-        f"other {s['train_reports']} reports only.\n\n"
+        f"other {s['train_reports']} reports only.{_served(s)}\n\n"
         f"Labeling vs MeSH main headings: precision {r['label_precision']:.4f}, recall {r['label_recall']:.4f}.\n\n"
         f"Search at {sp['n_docs']:,} synthetic reports, per query: exhaustive Tversky {sp['exhaustive_s_per_query']:.3f} s "
         f"(timed on {sp['exhaustive_measured_docs']:,} and scaled linearly), inverted index "

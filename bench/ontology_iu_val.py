@@ -45,7 +45,8 @@ p.add_argument("--epochs", type=float, default=1)
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--max-steps", type=int, default=-1)
 p.add_argument("--max-min", type=float, default=None)
-p.add_argument("--loss", default="cosent")
+p.add_argument("--loss", default="cosent", help="cosent, cosine or listwise")
+p.add_argument("--list-size", type=int, default=8, help="candidates per anchor (listwise)")
 p.add_argument("--val", type=int, default=300)
 p.add_argument("--name", required=True)
 p.add_argument("--eval-only", default=None, help="evaluate this saved model dir")
@@ -112,7 +113,6 @@ if a.eval_only:
     steps = None
 else:
     from datasets import Dataset
-    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, CosineSimilarityLoss
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     from embedkd.config import TrainingConfig
@@ -121,6 +121,8 @@ else:
         _time_limit_callback,
         _training_args,
         build_pair_student,
+        pair_loss,
+        scored_lists,
         training_pairs,
     )
 
@@ -131,14 +133,16 @@ else:
             texts.append(r["text"])
             fsets.append(sets[r["uid"]])
     extractor = ConceptExtractor(graph) if a.synthetic else None
-    data = training_pairs(
-        texts, fsets, sim, extractor, a.pairs, a.hard, 0, a.rare, a.synthetic, syn_cfg.synthetic_config()
-    )
+    if a.loss == "listwise":
+        data = scored_lists(texts, sim, fsets, a.pairs // a.list_size, a.list_size, 0)
+        scores = [x for row in data["label"] for x in row]
+    else:
+        data = training_pairs(
+            texts, fsets, sim, extractor, a.pairs, a.hard, 0, a.rare, a.synthetic, syn_cfg.synthetic_config()
+        )
+        scores = data["score"]
     log.info(
-        "%d pairs over %d texts, mean score %.3f",
-        len(data["score"]),
-        len(texts),
-        sum(data["score"]) / len(data["score"]),
+        "%d scored pairs over %d texts, mean score %.3f", len(scores), len(texts), sum(scores) / len(scores)
     )
     student = build_pair_student(a.student, 128)
     if syn_cfg.student_init == StudentInit.CONCEPTS:
@@ -149,14 +153,16 @@ else:
     cfg = OntologyDistillConfig(
         data=("x",),
         output=str(out),
+        loss=a.loss,
+        list_size=a.list_size,
         training=TrainingConfig(
             epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch, lr=a.lr, seed=0, save_steps=100000
         ),
     )
-    loss = CoSENTLoss(student) if a.loss == "cosent" else CosineSimilarityLoss(student)
+    loss = pair_loss(cfg, student)
     tr = SentenceTransformerTrainer(
         model=student,
-        args=_training_args(cfg, len(data["score"])),
+        args=_training_args(cfg, len(data["label" if a.loss == "listwise" else "score"])),
         train_dataset=Dataset.from_dict(data),
         loss=loss,
         callbacks=[_time_limit_callback(a.max_min * 60)] if a.max_min else None,

@@ -9,9 +9,9 @@ import pytest
 from ontology_helpers import write_tiny
 
 from embedkd.cli import main
-from embedkd.errors import ConfigError
+from embedkd.errors import ConfigError, EmbedkdError
 from embedkd.methods.ontology import OntologyDistillConfig
-from embedkd.methods.ontology_train import sample_pairs
+from embedkd.methods.ontology_train import sample_lists, sample_pairs, scored_lists
 from embedkd.ontology import ConceptSets, SetIndex, TverskySimilarity, load_ontologies
 
 PHRASES = [
@@ -65,6 +65,30 @@ def test_sample_pairs_rare_share_favours_rare_concepts(tmp_path):
         sample_pairs(index, 5, 0.6, seed=0, rare_fraction=0.6)
 
 
+def test_sample_lists_mix_teacher_neighbours_and_random_documents(tmp_path):
+    graph = load_ontologies([write_tiny(tmp_path)["tsv"]])
+    sim = TverskySimilarity(graph)
+    docs = [ConceptSets.from_ids([f"T:{2 + i % 5}"]) for i in range(60)] + [ConceptSets()] * 4
+    index = SetIndex(sim, docs)
+    lists = sample_lists(index, 128, 6, seed=0)
+    assert len(lists) == 128
+    lower = 0
+    for a, cands in lists:
+        assert len(cands) == len(set(cands)) == 6 and a not in cands
+        top = {d for d, _ in index.search(index.profiles[a], k=10, exclude=a)}
+        assert top & set(cands)  # the teacher's neighbours are always in the list
+        lower += len(set(cands) - top)
+    assert lower >= len(lists)  # and on average at least one document it ranks lower
+    anchors = [a for a, _ in lists]
+    assert sorted(anchors) == sorted(list(range(64)) * 2)  # every document anchors equally often
+    data = scored_lists([f"t{i}" for i in range(64)], sim, docs, 4, 6, seed=0)
+    assert list(data) == ["anchor", *(f"candidate_{i}" for i in range(1, 7)), "label"]
+    assert all(len(row) == 6 and all(0 <= x <= 1 for x in row) for row in data["label"])
+    assert max(max(row) for row in data["label"]) == 1.0  # same-concept neighbours score 1
+    with pytest.raises(EmbedkdError, match="64 texts cannot make lists of 64 candidates"):
+        sample_lists(index, 1, 64, seed=0)
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="--hard-fraction"):
         OntologyDistillConfig(data=("x",), hard_fraction=2).validate()
@@ -78,6 +102,14 @@ def test_config_validation():
         OntologyDistillConfig(data=("x",), student_num_layers=0).validate()
     with pytest.raises(ConfigError, match="needs a transformer student"):
         OntologyDistillConfig(data=("x",), student="static:m", student_num_layers=2).validate()
+    with pytest.raises(ConfigError, match="--list-size must be >= 2 candidates, got 1"):
+        OntologyDistillConfig(data=("x",), loss="listwise", list_size=1).validate()
+    with pytest.raises(ConfigError, match="--pairs 5 makes no list of --list-size 8"):
+        OntologyDistillConfig(data=("x",), loss="listwise", pairs=5).validate()
+    with pytest.raises(ConfigError, match=r"no --synthetic-fraction \(0.2\)"):
+        OntologyDistillConfig(data=("x",), loss="listwise", synthetic_fraction=0.2).validate()
+    with pytest.raises(ConfigError, match="--pair-loss 'mse' unknown"):
+        OntologyDistillConfig(data=("x",), loss="mse").validate()
 
 
 def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
@@ -128,6 +160,37 @@ def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
     assert report["method"] == "ontology"
     card = (out / "README.md").read_text()
     assert "Ontology teacher fidelity" in card and "weighted Tversky" in card
+
+
+def test_listwise_distill_tiny_trains_and_reports(tmp_path, tiny_st_factory):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from embedkd.methods.ontology import distill
+
+    tiny = write_tiny(tmp_path / "onto")
+    start = tiny_st_factory()
+    out = distill(
+        ontologies=[str(tiny["tsv"])],
+        student=start,
+        data=[_reports(tmp_path / "reports.csv")],
+        output=tmp_path / "student",
+        loss="listwise",
+        list_size=4,
+        pairs=40,
+        heldout=5,
+        heldout_pairs=8,
+        max_steps=2,
+        batch_size=3,
+        lr=1e-3,
+        save_steps=100,
+    )
+    report = json.loads((out / "embedkd_ontology.json").read_text())
+    assert report["loss"] == "listwise" and report["list_size"] == 4
+    assert report["train_pairs"] == 40 and report["steps"] == 2  # 10 lists of 4 scored candidates
+    before = SentenceTransformer(start, device="cpu")[0].auto_model.state_dict()
+    after = SentenceTransformer(str(out), device="cpu")[0].auto_model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the KL loss moved the weights
 
 
 def test_distill_bad_ontology_is_one_error(tmp_path, tiny_st_factory, capsys):

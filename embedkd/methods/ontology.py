@@ -34,7 +34,7 @@ from embedkd.methods.ontology_synthetic import KINDS as SYNTHETIC_KINDS
 logger = logging.getLogger(__name__)
 
 DEFAULT_LR = 2e-5
-LOSSES = ("cosent", "cosine")
+LOSSES = ("cosent", "cosine", "listwise")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,11 @@ class OntologyDistillConfig:
             ``related``; see :data:`~embedkd.methods.ontology_synthetic.KINDS`).
         heldout: texts kept aside for the fidelity check (pairs among them only).
         heldout_pairs: pairs sampled among the held-out texts.
-        loss: ``cosent`` (ranking) or ``cosine`` (cosine regression onto the score).
+        loss: ``cosent`` (ranking over the pairs of a batch), ``cosine`` (cosine regression onto the
+            score) or ``listwise`` (per anchor text, KL divergence between the teacher's and the
+            student's softmax over ``list_size`` candidates; ``pairs`` / ``list_size`` lists, and the
+            batch size counts lists).
+        list_size: candidates per anchor with ``loss="listwise"``.
         alpha, beta, depth: Tversky parameters (see :class:`~embedkd.ontology.TverskyConfig`).
         max_time_s: stop training (and save) after this many seconds (None: no limit).
         training: trainer knobs.
@@ -95,6 +99,7 @@ class OntologyDistillConfig:
     heldout: int = 200
     heldout_pairs: int = 2000
     loss: str = "cosent"
+    list_size: int = 8
     alpha: float = 0.5
     beta: float = 1.0
     depth: int = 1
@@ -132,6 +137,18 @@ class OntologyDistillConfig:
             raise ConfigError(f"--max-time must be > 0 minutes, got {self.max_time_s / 60:g}")
         if self.loss not in LOSSES:
             raise ConfigError(f"--pair-loss {self.loss!r} unknown; choose one of {', '.join(LOSSES)}")
+        if self.loss == "listwise":
+            if self.list_size < 2:
+                raise ConfigError(f"--list-size must be >= 2 candidates, got {self.list_size}")
+            if self.pairs < self.list_size:
+                raise ConfigError(
+                    f"--pairs {self.pairs} makes no list of --list-size {self.list_size}; give more pairs"
+                )
+            if self.synthetic_fraction or self.rare_fraction:
+                raise ConfigError(
+                    "--pair-loss listwise picks its own candidates; it takes no --synthetic-fraction "
+                    f"({self.synthetic_fraction}) or --rare-fraction ({self.rare_fraction})"
+                )
         TverskyConfig(alpha=self.alpha, beta=self.beta, depth=self.depth)
         self.training.validate()
 
@@ -224,7 +241,15 @@ def add_arguments(group) -> None:
     )
     group.add_argument("--heldout", type=int, default=200, help="texts held out for fidelity (default 200)")
     group.add_argument("--heldout-pairs", type=int, default=2000, help="held-out pairs (default 2000)")
-    group.add_argument("--pair-loss", default="cosent", choices=LOSSES, help="pair loss (default cosent)")
+    group.add_argument(
+        "--pair-loss",
+        default="cosent",
+        choices=LOSSES,
+        help="cosent (default), cosine, or listwise (KL over each anchor's candidate list)",
+    )
+    group.add_argument(
+        "--list-size", type=int, default=8, help="candidates per anchor for --pair-loss listwise (default 8)"
+    )
     group.add_argument(
         "--text-columns", nargs="+", default=None, help="CSV text columns (default findings impression)"
     )
@@ -261,6 +286,7 @@ def config_from_args(args: argparse.Namespace) -> OntologyDistillConfig:
         heldout=args.heldout,
         heldout_pairs=args.heldout_pairs,
         loss=args.pair_loss,
+        list_size=args.list_size,
         alpha=args.alpha,
         beta=args.beta,
         depth=args.depth,

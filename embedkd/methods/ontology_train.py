@@ -151,6 +151,72 @@ def training_pairs(
     return {c: [r[i] for r in rows] for i, c in enumerate(("sentence1", "sentence2", "score"))}
 
 
+LISTWISE_TEMPERATURE = 0.05  # softmax temperature of both sides: Tversky and cosine both span ~1
+
+
+def sample_lists(index, n_lists: int, size: int, seed: int) -> list[tuple[int, list[int]]]:
+    """``n_lists`` ``(anchor, candidates)`` of ``size`` distinct other documents each, for listwise training.
+
+    A list shows the student what ranking needs: about a third of it is drawn from the teacher's top
+    10 for the anchor (what must come first), a third from documents sharing an expanded concept
+    with it (near misses), the rest uniformly (easy negatives); short groups are filled from the next.
+    Anchors cycle through all documents in shuffled order, so each anchors about equally many lists.
+    """
+    docs = len(index)
+    if docs <= size:
+        raise EmbedkdError(f"{docs} texts cannot make lists of {size} candidates plus an anchor")
+    rng = random.Random(seed)
+    n_top, n_near = max(1, size // 3), size // 3
+    order: list[int] = []
+    out = []
+    top_cache: dict[int, list[int]] = {}
+    while len(out) < n_lists:
+        if not order:
+            order = list(range(docs))
+            rng.shuffle(order)
+        a = order.pop()
+        if a not in top_cache:
+            top_cache[a] = [d for d, _ in index.search(index.profiles[a], k=10, exclude=a)]
+        top = top_cache[a]
+        chosen = rng.sample(top, min(n_top, len(top)))
+        near = sorted(index.candidates(index.profiles[a]) - {a, *chosen})
+        chosen += rng.sample(near, min(n_near, len(near)))
+        while len(chosen) < size:
+            d = rng.randrange(docs)
+            if d != a and d not in chosen:
+                chosen.append(d)
+        rng.shuffle(chosen)
+        out.append((a, chosen))
+    return out
+
+
+def scored_lists(texts: Sequence[str], sim, sets, n_lists: int, size: int, seed: int) -> dict:
+    """Columns ``anchor``, ``candidate_1`` .. ``candidate_<size>`` and ``label`` (their Tversky scores)."""
+    from embedkd.ontology.search import SetIndex
+
+    index = SetIndex(sim, sets)
+    lists = sample_lists(index, n_lists, size, seed)
+    data: dict[str, list] = {"anchor": [texts[a] for a, _ in lists]}
+    for i in range(size):
+        data[f"candidate_{i + 1}"] = [texts[c[i]] for _, c in lists]
+    data["label"] = [[sim.score(index.profiles[a], index.profiles[c]) for c in cands] for a, cands in lists]
+    return data
+
+
+def pair_loss(config: OntologyDistillConfig, student):
+    """The sentence-transformers loss for ``config.loss``."""
+    from sentence_transformers.sentence_transformer.losses import (
+        CoSENTLoss,
+        CosineSimilarityLoss,
+        DistillKLDivLoss,
+    )
+    from sentence_transformers.util import pairwise_cos_sim
+
+    if config.loss == "listwise":
+        return DistillKLDivLoss(student, similarity_fct=pairwise_cos_sim, temperature=LISTWISE_TEMPERATURE)
+    return CoSENTLoss(student) if config.loss == "cosent" else CosineSimilarityLoss(student)
+
+
 def _training_args(config: OntologyDistillConfig, n_pairs: int):
     import torch
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
@@ -238,7 +304,6 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     """Run a validated ontology-distillation config end to end; returns the output directory."""
     from datasets import Dataset
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
-    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, CosineSimilarityLoss
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     from embedkd.methods.ontology_init import StudentInit, init_from_concepts
@@ -256,25 +321,39 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     heldout_texts, train_texts = texts[:heldout_n], texts[heldout_n:]
     if config.max_samples:
         train_texts = train_texts[: config.max_samples]
-    train = training_pairs(
-        train_texts,
-        extractor.extract_many(train_texts, show_progress=logger.isEnabledFor(logging.INFO)),
-        sim,
-        extractor,
-        config.pairs,
-        config.hard_fraction,
-        config.training.seed,
-        config.rare_fraction,
-        config.synthetic_fraction,
-        config.synthetic_config(),
-    )
-    logger.info(
-        "ontology teacher: %d pairs (%.0f%% synthetic) over %d texts (mean score %.3f)",
-        len(train["score"]),
-        100 * config.synthetic_fraction,
-        len(train_texts),
-        sum(train["score"]) / len(train["score"]),
-    )
+    train_sets = extractor.extract_many(train_texts, show_progress=logger.isEnabledFor(logging.INFO))
+    if config.loss == "listwise":
+        n_lists = config.pairs // config.list_size
+        train = scored_lists(train_texts, sim, train_sets, n_lists, config.list_size, config.training.seed)
+        scores = [s for row in train["label"] for s in row]
+        logger.info(
+            "ontology teacher: %d lists of %d candidates over %d texts (mean score %.3f)",
+            n_lists,
+            config.list_size,
+            len(train_texts),
+            sum(scores) / len(scores),
+        )
+    else:
+        train = training_pairs(
+            train_texts,
+            train_sets,
+            sim,
+            extractor,
+            config.pairs,
+            config.hard_fraction,
+            config.training.seed,
+            config.rare_fraction,
+            config.synthetic_fraction,
+            config.synthetic_config(),
+        )
+        scores = train["score"]
+        logger.info(
+            "ontology teacher: %d pairs (%.0f%% synthetic) over %d texts (mean score %.3f)",
+            len(scores),
+            100 * config.synthetic_fraction,
+            len(train_texts),
+            sum(scores) / len(scores),
+        )
 
     student = build_pair_student(config.student, config.training.max_seq_length, config.student_num_layers)
     concept_init = config.student_init == StudentInit.CONCEPTS
@@ -308,10 +387,10 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
             write_csv=False,
         )
         before = _pair_metrics(evaluator, student)
-    loss = CoSENTLoss(student) if config.loss == "cosent" else CosineSimilarityLoss(student)
+    loss = pair_loss(config, student)
     trainer = SentenceTransformerTrainer(
         model=student,
-        args=_training_args(config, len(train["score"])),
+        args=_training_args(config, len(train["label" if config.loss == "listwise" else "score"])),
         train_dataset=Dataset.from_dict(train),
         loss=loss,
         callbacks=[_time_limit_callback(config.max_time_s)] if config.max_time_s else None,
@@ -333,7 +412,8 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "data": list(config.data),
         "train_texts": len(train_texts),
         "heldout_texts": heldout_n,
-        "train_pairs": len(train["score"]),
+        "train_pairs": len(scores),
+        "list_size": config.list_size if config.loss == "listwise" else None,
         "hard_fraction": config.hard_fraction,
         "rare_fraction": config.rare_fraction,
         "synthetic_fraction": config.synthetic_fraction,
