@@ -140,7 +140,8 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
         synthetic_kinds=args.synthetic_kinds,
         heldout=100,
         heldout_pairs=300,
-        loss="cosent",
+        loss=args.pair_loss,
+        list_size=args.list_size,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -348,6 +349,8 @@ def parse_args(argv=None):
         default=["shared", "source", "contrast", "related"],
         help="synthetic pair kinds (shared source contrast related)",
     )
+    p.add_argument("--pair-loss", default="cosent", choices=["cosent", "cosine", "listwise"])
+    p.add_argument("--list-size", type=int, default=8, help="candidates per anchor (--pair-loss listwise)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-train-minutes", type=float, default=20.0)
     p.add_argument("--train-only", action="store_true", help="train (or find) the student and stop")
@@ -509,6 +512,7 @@ def main(argv=None) -> int:
                 "synthetic_kinds",
                 "steps",
                 "loss",
+                "list_size",
                 "heldout_spearman",
                 "heldout_spearman_before",
                 "wall_time_s",
