@@ -79,9 +79,18 @@ def evaluate(
     return {"p10": float(np.mean(p)), "ndcg10": float(np.mean(n)), "queries": len(queries)}
 
 
-def vector_rankings(vecs: np.ndarray, query_ids: list[int]) -> dict[int, list[int]]:
+def vector_rankings(
+    vecs: np.ndarray, query_ids: list[int], query_vecs: np.ndarray | None = None
+) -> dict[int, list[int]]:
+    """Top-K documents by cosine for each query id (itself excluded); ``query_vecs`` (one row per
+    document, same order) encodes the queries when they come from another model (asymmetric)."""
     v = vecs / np.linalg.norm(vecs, axis=1, keepdims=True).clip(1e-12)
-    sims = v[query_ids] @ v.T
+    qv = (
+        v
+        if query_vecs is None
+        else query_vecs / np.linalg.norm(query_vecs, axis=1, keepdims=True).clip(1e-12)
+    )
+    sims = qv[query_ids] @ v.T
     out = {}
     for row, q in enumerate(query_ids):
         sims[row, q] = -np.inf
@@ -450,11 +459,12 @@ def main(argv=None) -> int:
     if args.compress_layers:
         served_dir, compression = compress_student(args, student_dir)
         full = load_student(student_dir, args.seq_len, None)
-        rankings["student_uncompressed"] = vector_rankings(
-            full.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True), qids
-        )
+        full_vecs = full.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
+        rankings["student_uncompressed"] = vector_rankings(full_vecs, qids)
     student = load_student(served_dir, args.seq_len, args.quantize)
     student_vecs = student.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
+    if args.compress_layers:  # how it is served: documents by the uncompressed student, queries by this one
+        rankings["student_asym"] = vector_rankings(full_vecs, qids, query_vecs=student_vecs)
     minilm = encode_cached("sentence-transformers/all-MiniLM-L6-v2", texts, args.seq_len, 32)
     mpnet = encode_cached("sentence-transformers/all-mpnet-base-v2", texts, args.seq_len, 16)
     rankings |= {
@@ -560,7 +570,9 @@ def _served(setup: dict) -> str:
         parts.append(
             f"compressed by LEAF into {c['student_num_layers']} of its layers (training reports + "
             f"{c['augmented_texts']} perturbed copies, held-out cosine to the uncompressed student "
-            f"{c['heldout_cosine']:.4f}; `student_uncompressed` is the one it came from)"
+            f"{c['heldout_cosine']:.4f}; `student_uncompressed` is the one it came from; `student_asym` "
+            "searches documents embedded by that one with queries embedded by this one, as `embedkd serve` "
+            "would with an index built by the uncompressed student)"
         )
     if setup.get("student_quantize"):
         parts.append(f"run {setup['student_quantize']}-quantized (dynamic, CPU) for every number")
