@@ -35,7 +35,8 @@ def build_tiny_st(
 ) -> str:
     """Save a tiny randomly initialised BERT SentenceTransformer (mean pooling) to ``path``."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     torch.manual_seed(seed)
@@ -51,8 +52,8 @@ def build_tiny_st(
     hf_dir = path / "hf"
     BertModel(cfg).save_pretrained(hf_dir)
     tok.save_pretrained(hf_dir)
-    word = models.Transformer(str(hf_dir), max_seq_length=64)
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    word = Transformer(str(hf_dir), max_seq_length=64)
+    pool = Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[word, pool], device="cpu")
     out = path / "st"
     model.save(str(out))

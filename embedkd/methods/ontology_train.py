@@ -229,7 +229,8 @@ def _training_args(config: OntologyDistillConfig, n_pairs: int):
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         learning_rate=t.lr,
-        warmup_ratio=t.warmup_ratio,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type="linear",
         seed=t.seed,
         data_seed=t.seed,
         eval_strategy="no",
