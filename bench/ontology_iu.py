@@ -406,6 +406,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     started = time.time()
+    from embedkd.methods.ontology_train import training_lineage
     from embedkd.ontology import ConceptExtractor, SetIndex, TverskySimilarity, load_ontologies
     from embedkd.ontology.label import label_metrics, report_headings
 
@@ -511,6 +512,7 @@ def main(argv=None) -> int:
         "student_training": {
             k: card.get(k)
             for k in (
+                "student",
                 "train_texts",
                 "train_pairs",
                 "hard_fraction",
@@ -530,6 +532,7 @@ def main(argv=None) -> int:
                 "wall_time_s",
             )
         },
+        "student_lineage": training_lineage(student_dir),
         "student_keeps": {
             m: results["student"][m] / results["ontology"][m]
             for m in ("p10", "ndcg10", "p10_longtail", "ndcg10_longtail")

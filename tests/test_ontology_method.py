@@ -11,7 +11,7 @@ from ontology_helpers import write_tiny
 from embedkd.cli import main
 from embedkd.errors import ConfigError, EmbedkdError
 from embedkd.methods.ontology import OntologyDistillConfig
-from embedkd.methods.ontology_train import sample_lists, sample_pairs, scored_lists
+from embedkd.methods.ontology_train import sample_lists, sample_pairs, scored_lists, training_lineage
 from embedkd.ontology import ConceptSets, SetIndex, TverskySimilarity, load_ontologies
 
 PHRASES = [
@@ -191,6 +191,43 @@ def test_listwise_distill_tiny_trains_and_reports(tmp_path, tiny_st_factory):
     before = SentenceTransformer(start, device="cpu")[0].auto_model.state_dict()
     after = SentenceTransformer(str(out), device="cpu")[0].auto_model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the KL loss moved the weights
+
+
+def test_continued_training_records_its_lineage(tmp_path, tiny_st_factory):
+    from embedkd.methods.ontology import distill
+
+    tiny = write_tiny(tmp_path / "onto")
+    start = tiny_st_factory()
+    common = dict(
+        ontologies=[str(tiny["tsv"])],
+        data=[_reports(tmp_path / "reports.csv")],
+        pairs=40,
+        heldout=5,
+        heldout_pairs=8,
+        batch_size=4,
+        lr=1e-3,
+        save_steps=100,
+    )
+    first = distill(student=start, output=tmp_path / "first", max_steps=2, **common)
+    second = distill(student=str(first), output=tmp_path / "second", max_steps=3, rare_fraction=0.5, **common)
+    assert "lineage" not in json.loads((first / "embedkd_ontology.json").read_text())
+    report = json.loads((second / "embedkd_ontology.json").read_text())
+    assert [r["output"] for r in report["lineage"]] == [str(first), str(second)]
+    assert [r["student"] for r in report["lineage"]] == [start, str(first)]
+    assert [r["steps"] for r in report["lineage"]] == [2, 3] and report["total_steps"] == 5
+    assert [r["rare_fraction"] for r in report["lineage"]] == [0.0, 0.5]
+    assert training_lineage(second) == report["lineage"]
+
+
+def test_training_lineage_errors(tmp_path):
+    with pytest.raises(EmbedkdError, match="holds no embedkd_ontology.json"):
+        training_lineage(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for here, parent in ((a, b), (b, a)):
+        here.mkdir()
+        (here / "embedkd_ontology.json").write_text(json.dumps({"student": str(parent), "steps": 1}))
+    with pytest.raises(EmbedkdError, match="loop back"):
+        training_lineage(a)
 
 
 def test_distill_bad_ontology_is_one_error(tmp_path, tiny_st_factory, capsys):

@@ -310,7 +310,9 @@ def distill(
 
     Args:
         ontologies: ontology specs (files or ``chest-xray``), merged in order.
-        student: student model string.
+        student: student model string; an earlier ontology student's directory continues its training
+            (the new card then carries the whole ``lineage`` and ``total_steps``; keep ``data`` and
+            ``seed`` the same so the held-out texts stay out of every run's training pairs).
         data: report file(s).
         output: output directory.
         **kwargs: any other :class:`OntologyDistillConfig` field, or a :class:`TrainingConfig` field

@@ -301,6 +301,50 @@ def _pair_metrics(evaluator, model) -> dict[str, float]:
     return {"spearman": pick("spearman_cosine"), "pearson": pick("pearson_cosine")}
 
 
+CARD = "embedkd_ontology.json"
+LINEAGE_KEYS = (
+    "student",
+    "train_pairs",
+    "hard_fraction",
+    "rare_fraction",
+    "loss",
+    "steps",
+    "lr",
+    "wall_time_s",
+)
+
+
+def training_lineage(student_dir: str | Path) -> list[dict]:
+    """The ontology training runs behind a student, oldest first.
+
+    A student trained from an earlier ontology student (``--student`` pointing at its directory) is a
+    continuation; each run's card names the student it started from, so the chain is followed back until
+    a start that is not an embedkd ontology student (a hub model or a plain directory).
+
+    Args:
+        student_dir: a directory written by :func:`train_ontology`.
+
+    Returns:
+        One summary per run (its start, pairs, sampling shares, loss, steps, lr, wall time), oldest first.
+
+    Raises:
+        EmbedkdError: ``student_dir`` holds no ontology training card, or the chain loops.
+    """
+    path = Path(student_dir)
+    if not (path / CARD).is_file():
+        raise EmbedkdError(f"{str(path)!r} holds no {CARD}: not an ontology-distilled student")
+    runs, seen = [], set()
+    while (path / CARD).is_file():
+        key = path.resolve()
+        if key in seen:
+            raise EmbedkdError(f"ontology training cards loop back to {str(path)!r}")
+        seen.add(key)
+        card = json.loads((path / CARD).read_text())
+        runs.append({"output": str(path), **{k: card.get(k) for k in LINEAGE_KEYS}})
+        path = Path(str(card.get("student", "")))
+    return runs[::-1]
+
+
 def train_ontology(config: OntologyDistillConfig) -> Path:
     """Run a validated ontology-distillation config end to end; returns the output directory."""
     from datasets import Dataset
@@ -431,7 +475,12 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
         "heldout_pearson": after.get("pearson"),
         "wall_time_s": round(time.time() - started, 1),
     }
-    (out / "embedkd_ontology.json").write_text(json.dumps(report, indent=2))
+    if (Path(config.student) / CARD).is_file():  # a continuation: the whole chain, oldest first
+        report["lineage"] = training_lineage(config.student) + [
+            {"output": str(out), **{k: report.get(k) for k in LINEAGE_KEYS}}
+        ]
+        report["total_steps"] = sum(r["steps"] or 0 for r in report["lineage"])
+    (out / CARD).write_text(json.dumps(report, indent=2))
     write_model_card(out, report)
     _append_fidelity(out, report)
     logger.info(
