@@ -162,28 +162,36 @@ def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
     assert "Ontology teacher fidelity" in card and "weighted Tversky" in card
 
 
+def _tiny_distill_kwargs(tmp_path, **overrides) -> dict:
+    """Python-API arguments of a tiny ontology run: the test vocabulary, 30 reports, 40 pairs."""
+    tiny = write_tiny(tmp_path / "onto")
+    base = dict(
+        ontologies=[str(tiny["tsv"])],
+        data=[_reports(tmp_path / "reports.csv")],
+        pairs=40,
+        heldout=5,
+        heldout_pairs=8,
+        lr=1e-3,
+        save_steps=100,
+    )
+    return {**base, **overrides}
+
+
 def test_listwise_distill_tiny_trains_and_reports(tmp_path, tiny_st_factory):
     import torch
     from sentence_transformers import SentenceTransformer
 
     from embedkd.methods.ontology import distill
 
-    tiny = write_tiny(tmp_path / "onto")
     start = tiny_st_factory()
     out = distill(
-        ontologies=[str(tiny["tsv"])],
         student=start,
-        data=[_reports(tmp_path / "reports.csv")],
         output=tmp_path / "student",
         loss="listwise",
         list_size=4,
-        pairs=40,
-        heldout=5,
-        heldout_pairs=8,
         max_steps=2,
         batch_size=3,
-        lr=1e-3,
-        save_steps=100,
+        **_tiny_distill_kwargs(tmp_path),
     )
     report = json.loads((out / "embedkd_ontology.json").read_text())
     assert report["loss"] == "listwise" and report["list_size"] == 4
@@ -196,18 +204,8 @@ def test_listwise_distill_tiny_trains_and_reports(tmp_path, tiny_st_factory):
 def test_continued_training_records_its_lineage(tmp_path, tiny_st_factory):
     from embedkd.methods.ontology import distill
 
-    tiny = write_tiny(tmp_path / "onto")
     start = tiny_st_factory()
-    common = dict(
-        ontologies=[str(tiny["tsv"])],
-        data=[_reports(tmp_path / "reports.csv")],
-        pairs=40,
-        heldout=5,
-        heldout_pairs=8,
-        batch_size=4,
-        lr=1e-3,
-        save_steps=100,
-    )
+    common = _tiny_distill_kwargs(tmp_path, batch_size=4)
     first = distill(student=start, output=tmp_path / "first", max_steps=2, **common)
     second = distill(student=str(first), output=tmp_path / "second", max_steps=3, rare_fraction=0.5, **common)
     assert "lineage" not in json.loads((first / "embedkd_ontology.json").read_text())
