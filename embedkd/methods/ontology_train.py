@@ -341,7 +341,9 @@ def training_lineage(student_dir: str | Path) -> list[dict]:
         seen.add(key)
         card = json.loads((path / CARD).read_text())
         runs.append({"output": str(path), **{k: card.get(k) for k in LINEAGE_KEYS}})
-        path = Path(str(card.get("student", "")))
+        if not card.get("student"):
+            break
+        path = Path(card["student"])
     return runs[::-1]
 
 
