@@ -101,11 +101,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
-    from embedkd.clipmodel import SmallClipConfig, build_small_clip, load_clip
-    from embedkd.dclip_eval import evaluate_clip, keyword_labels, retrieval_metrics, zero_shot_accuracy
-    from embedkd.dclip_features import pair_features
-    from embedkd.dclip_teacher import CrossModalTeacher, TeacherConfig
-    from embedkd.dclip_train import (
+    from embedkd.methods.dclip.api import student_data
+    from embedkd.methods.dclip.data import load_image, load_pairs, split_by_image
+    from embedkd.methods.dclip.features import pair_features
+    from embedkd.methods.dclip.metrics import (
+        evaluate_clip,
+        keyword_labels,
+        retrieval_metrics,
+        zero_shot_accuracy,
+    )
+    from embedkd.methods.dclip.regions import load_detector
+    from embedkd.methods.dclip.student import SmallClipConfig, build_small_clip, load_clip
+    from embedkd.methods.dclip.teacher import CrossModalTeacher, TeacherConfig
+    from embedkd.methods.dclip.train import (
         TrainConfig,
         calibrate_temperature,
         teacher_scores,
@@ -113,9 +121,6 @@ def main(argv=None) -> int:
         train_student,
         train_teacher,
     )
-    from embedkd.imagetext import load_image, load_pairs, split_by_image
-    from embedkd.methods.dclip import student_data
-    from embedkd.regions import load_detector
 
     t0, work = time.time(), Path(args.work)
     seeds = [int(x) for x in args.seeds.split(",")]

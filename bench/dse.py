@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkd.crossencoder import CrossEncoderTeacher
-from embedkd.pair_eval import MAIN_METRIC, evaluate_pairs, pair_metrics, relative_drop
-from embedkd.pair_head import load_dse_student
-from embedkd.pairs import load_pairs
+from embedkd.methods.dse.data import load_pairs
+from embedkd.methods.dse.metrics import MAIN_METRIC, evaluate_pairs, pair_metrics, relative_drop
+from embedkd.methods.dse.student import load_dse_student
+from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
 logger = logging.getLogger("bench.dse")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -16,9 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
-from embedkd.crossencoder import CrossEncoderTeacher
-from embedkd.pair_eval import evaluate_pairs
-from embedkd.pairs import load_pairs
+from embedkd.methods.dse.data import load_pairs
+from embedkd.methods.dse.metrics import evaluate_pairs
+from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
 
 def _bench():

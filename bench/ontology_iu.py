@@ -129,7 +129,7 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
     if (out / "embedkd_ontology.json").exists() and not args.retrain:
         logger.info("reusing student %s", out)
         return out, json.loads((out / "embedkd_ontology.json").read_text())["wall_time_s"]
-    from embedkd.methods.ontology import distill
+    from embedkd.methods.ontology.api import distill
 
     distill(
         ontologies=args.ontology,
@@ -174,7 +174,7 @@ def compress_student(args, student_dir: Path) -> tuple[Path, dict]:
     if card.exists() and not args.retrain:
         logger.info("reusing compressed student %s", out)
     else:
-        from embedkd.methods.leaf import distill as leaf_distill
+        from embedkd.methods.leaf.api import distill as leaf_distill
 
         leaf_distill(
             teacher=str(student_dir),
@@ -406,7 +406,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     started = time.time()
-    from embedkd.methods.ontology_train import training_lineage
+    from embedkd.methods.ontology.train import training_lineage
     from embedkd.ontology import ConceptExtractor, SetIndex, TverskySimilarity, load_ontologies
     from embedkd.ontology.label import label_metrics, report_headings
 

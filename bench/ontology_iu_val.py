@@ -69,7 +69,7 @@ lt = [(q, vlabels[q] & longtail) for q in range(len(val)) if any(vfreq[x] > 1 fo
 log.info("fit %d, val %d, %d queries, %d long-tail queries", len(fit), len(val), len(queries), len(lt))
 
 cache = Path(a.work) / "sets.pkl"
-from embedkd.methods.ontology import OntologyDistillConfig  # noqa: E402
+from embedkd.methods.ontology.api import OntologyDistillConfig  # noqa: E402
 from embedkd.ontology import ConceptExtractor, SetIndex, TverskySimilarity, load_ontologies  # noqa: E402
 
 syn_cfg = OntologyDistillConfig(
@@ -116,8 +116,8 @@ else:
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     from embedkd.config import TrainingConfig
-    from embedkd.methods.ontology_init import StudentInit, init_from_concepts
-    from embedkd.methods.ontology_train import (
+    from embedkd.methods.ontology.init_concepts import StudentInit, init_from_concepts
+    from embedkd.methods.ontology.train import (
         _time_limit_callback,
         _training_args,
         build_pair_student,

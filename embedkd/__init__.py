@@ -16,7 +16,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "distill": "embedkd.methods.leaf",
+    "distill": "embedkd.methods.leaf.api",
     "LeafConfig": "embedkd.config",
     "TrainingConfig": "embedkd.config",
     "resolve_model": "embedkd.hub",

@@ -86,7 +86,7 @@ class LeafConfig:
         freeze_embeddings: keep the student's token-embedding matrix fixed (half of a MiniLM's
             weights; ~1.3x faster steps).
         augment: perturbed copies of each training text, labelled by the teacher and trained on too
-            (see :mod:`embedkd.augment`; 0 turns augmentation off).
+            (see :mod:`embedkd.methods.leaf.augment`; 0 turns augmentation off).
         training: trainer knobs.
     """
 

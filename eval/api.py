@@ -36,7 +36,7 @@ class EvalResult:
         rows: one dict per (task, mode, dim, precision): ``task``, ``mode``, ``dim``, ``precision``,
             ``main_metric``, ``main_score`` (mteb's, 0-1), ``scores`` (all of mteb's metrics),
             ``reference`` (a teacher row added only to give ratios).
-        fidelity: per task, student-teacher fidelity (see :mod:`eval.fidelity`).
+        fidelity: per task, student-teacher fidelity (see :func:`embedkd.fidelity.task_fidelity`).
         timings: wall time per step, in order.
         info: models, command, versions.
         files: paths written (results.json, results.md, plots).
@@ -368,10 +368,10 @@ def _row(res: Any, task: Any, split: str, mode: Mode, dim: int, precision: Preci
 
 
 def _fidelity(task: Any, texts: Any, student: Any, teacher: Any) -> dict[str, float]:
-    from eval.fidelity import fidelity
+    from embedkd.fidelity import task_fidelity
 
     q_role, d_role = _roles(task, Mode.STUDENT)
-    return fidelity(
+    return task_fidelity(
         student.encode(texts.queries, q_role),
         student.encode(texts.documents, d_role),
         teacher.encode(texts.queries, q_role),

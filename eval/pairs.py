@@ -2,9 +2,9 @@
 
 A pair task spec is ``pairs:TASK:PATH`` with ``TASK`` one of ``regression`` (STS-B style gold scores:
 Spearman/Pearson), ``binary`` (MRPC style 0/1: accuracy/F1) or ``nli`` (entailment/neutral/contradiction:
-accuracy), and ``PATH`` any pair file :func:`embedkd.pairs.load_pairs` reads (tsv/csv/jsonl, STS-B, MRPC,
+accuracy), and ``PATH`` any pair file :func:`embedkd.methods.dse.data.load_pairs` reads (tsv/csv/jsonl, STS-B, MRPC,
 SNLI formats). These are not embedding tasks, so they do not go through ``mteb``: every model is scored
-through its pair head (``score_pairs``) with :func:`embedkd.pair_eval.evaluate_pairs` — the DSE student
+through its pair head (``score_pairs``) with :func:`embedkd.methods.dse.metrics.evaluate_pairs` — the DSE student
 (``--model``), the cross-encoder teacher (``--teacher``) and optionally the λ = 0 control (``--control``).
 """
 
@@ -28,7 +28,7 @@ def is_pair_spec(spec: str) -> bool:
 
 def parse_pair_spec(spec: str):
     """``pairs:TASK:PATH`` → ``(PairTask, Path)``; raises :class:`ConfigError` naming the bad part."""
-    from embedkd.pairs import PairTask
+    from embedkd.methods.dse.data import PairTask
 
     parts = str(spec)[len(PREFIX) :].split(":", 1)
     if len(parts) != 2 or not parts[1]:
@@ -45,7 +45,7 @@ def parse_pair_spec(spec: str):
 
 def load_pair_tasks(specs: list[str]) -> list[tuple[str, str, Any]]:
     """Read every pair task first (bad input fails before a model loads): ``[(spec, name, PairSet)]``."""
-    from embedkd.pairs import load_pairs
+    from embedkd.methods.dse.data import load_pairs
 
     out = []
     for spec in specs:
@@ -63,7 +63,7 @@ def load_scorers(cfg: Any) -> dict[str, Any]:
     The teacher is a cross-encoder built per task (its output size depends on the task), so it is
     loaded in :func:`run_pair_tasks`.
     """
-    from embedkd.pair_head import load_dse_student
+    from embedkd.methods.dse.student import load_dse_student
 
     modes = {m.value for m in cfg.modes}
     if "asym" in modes:
@@ -80,8 +80,8 @@ def load_scorers(cfg: Any) -> dict[str, Any]:
 
 def run_pair_tasks(cfg: Any, specs: list[str], result: Any, timer: Any) -> None:
     """Evaluate every pair task with every scorer; append one row per (task, model) to ``result.rows``."""
-    from embedkd.crossencoder import CrossEncoderTeacher
-    from embedkd.pair_eval import MAIN_METRIC, evaluate_pairs
+    from embedkd.methods.dse.metrics import MAIN_METRIC, evaluate_pairs
+    from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
     tasks = load_pair_tasks(specs)
     with timer("load pair models"):

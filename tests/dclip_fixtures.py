@@ -36,7 +36,7 @@ def make_flickr_folder(root: Path, n_captions: int = 2) -> Path:
 
 def make_tiny_clip(path: Path, texts: list[str] | None = None, seed: int = 0) -> Path:
     """A tiny randomly initialised CLIP (32 px, hidden 32, 1 layer) with a BPE tokenizer."""
-    from embedkd.clipmodel import SmallClipConfig, build_small_clip
+    from embedkd.methods.dclip.student import SmallClipConfig, build_small_clip
 
     texts = texts or [f"a {c} {s} on grey background ." for c in COLORS for s in SHAPES] * 5
     config = SmallClipConfig(

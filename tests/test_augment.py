@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from embedkd.augment import augment_texts
 from embedkd.errors import ConfigError
+from embedkd.methods.leaf.augment import augment_texts
 
 TEXTS = [
     "what is the capital city of france",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from dclip_fixtures import COLORS, make_flickr_folder, make_image
 
-from embedkd.dclip_eval import keyword_labels, retrieval_metrics
 from embedkd.errors import EmbedkdError
-from embedkd.imagetext import load_pairs, split_by_image, unique_images
+from embedkd.methods.dclip.data import load_pairs, split_by_image, unique_images
+from embedkd.methods.dclip.metrics import keyword_labels, retrieval_metrics
 
 
 def test_flickr_csv_and_token_formats(tmp_path):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from embedkd.dclip_loss import DCLIPLoss, SymmetricInfoNCELoss, symmetric_infonce
+from embedkd.methods.dclip.loss import DCLIPLoss, SymmetricInfoNCELoss, symmetric_infonce
 
 
 def _ce(logits: list[float], target: int) -> float:

@@ -61,7 +61,7 @@ def _one_error_line(capsys, *needles):
 def test_distill_writes_a_clip_dir_and_a_reloadable_teacher(tmp_path, tiny_clip, flickr, capsys):
     from transformers import CLIPModel, CLIPProcessor
 
-    from embedkd.dclip_teacher import CrossModalTeacher
+    from embedkd.methods.dclip.teacher import CrossModalTeacher
 
     out = tmp_path / "student"
     assert (
@@ -152,7 +152,7 @@ def test_unknown_detector_is_one_error_line(tmp_path, tiny_clip, flickr, capsys)
 def test_progressive_unfreeze_schedule(tiny_clip):
     from transformers import CLIPModel
 
-    from embedkd.dclip_train import ProgressiveUnfreeze
+    from embedkd.methods.dclip.train import ProgressiveUnfreeze
 
     model = CLIPModel.from_pretrained(tiny_clip)
     cb = ProgressiveUnfreeze(model, every=2)
@@ -168,7 +168,7 @@ def test_progressive_unfreeze_schedule(tiny_clip):
 
 
 def test_student_batches_carry_the_teacher_targets_of_their_own_pairs():
-    from embedkd.dclip_train import StudentData
+    from embedkd.methods.dclip.train import StudentData
 
     n_img, n_cap = 3, 6
     image_index = torch.tensor([0, 0, 1, 1, 2, 2])

@@ -10,7 +10,7 @@ from dclip_fixtures import COLORS, make_image, make_tiny_clip
 
 from embedkd.cache import CacheError
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.regions import GridDetector, _CropEncoder, encode_regions, load_detector
+from embedkd.methods.dclip.regions import GridDetector, _CropEncoder, encode_regions, load_detector
 
 
 class _Img:
@@ -49,14 +49,14 @@ def test_bad_detector_specs(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    from embedkd.clipmodel import load_clip
+    from embedkd.methods.dclip.student import load_clip
 
     return load_clip(str(make_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")))
 
 
 def test_region_features_are_cached_by_content_model_and_box(tmp_path, tiny_clip, monkeypatch):
-    from embedkd.clipfeatures import image_embeddings
-    from embedkd.imagetext import load_image
+    from embedkd.methods.dclip.clip_features import image_embeddings
+    from embedkd.methods.dclip.data import load_image
 
     model, processor = tiny_clip
     images = [make_image(tmp_path / f"{c}.jpg", rgb, "square") for c, rgb in COLORS.items()]

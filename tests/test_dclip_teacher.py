@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from embedkd.dclip_teacher import CrossAttention, CrossModalTeacher, TeacherConfig, is_teacher_dir
 from embedkd.errors import EmbedkdError
+from embedkd.methods.dclip.teacher import CrossAttention, CrossModalTeacher, TeacherConfig, is_teacher_dir
 
 B, R, T, D, H = 3, 5, 6, 16, 4
 
@@ -107,8 +107,8 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_validation_selection_keeps_the_best_step_including_the_frozen_clip():
-    from embedkd.dclip_features import PairFeatures
-    from embedkd.dclip_train import SelectOnValidation, validation_score
+    from embedkd.methods.dclip.features import PairFeatures
+    from embedkd.methods.dclip.train import SelectOnValidation, validation_score
 
     g = torch.Generator().manual_seed(0)
     n = 6
@@ -138,8 +138,8 @@ def test_validation_selection_keeps_the_best_step_including_the_frozen_clip():
 
 
 def test_temperature_calibration_follows_how_informative_the_frozen_scores_are():
-    from embedkd.dclip_features import PairFeatures
-    from embedkd.dclip_train import calibrate_temperature
+    from embedkd.methods.dclip.features import PairFeatures
+    from embedkd.methods.dclip.train import calibrate_temperature
 
     g = torch.Generator().manual_seed(0)
     n = 32

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from embedkd.dse_loss import DSELoss, dse_loss, task_loss
 from embedkd.errors import ConfigError
-from embedkd.pair_head import PairHead
+from embedkd.methods.dse.loss import DSELoss, dse_loss, task_loss
+from embedkd.methods.dse.student import PairHead
 
 SENTS = ["a cat sits on the mat", "a dog runs in the park", "the sun is hot", "rain falls on the town"]
 
@@ -139,7 +139,7 @@ def test_dse_loss_module_trains_head_and_encoder(tiny_st_factory):
 
 
 def test_cross_encoder_teacher_shapes_cache_and_binary_reduction(tiny_ce, tmp_path):
-    from embedkd.crossencoder import CrossEncoderTeacher
+    from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
     teacher = CrossEncoderTeacher(tiny_ce(2), "binary", cache_dir=tmp_path)
     assert teacher.dim == 1
@@ -153,7 +153,7 @@ def test_cross_encoder_teacher_shapes_cache_and_binary_reduction(tiny_ce, tmp_pa
 
 
 def test_nli_teacher_is_reordered_by_its_label_names(tiny_ce, tmp_path):
-    from embedkd.crossencoder import CrossEncoderTeacher
+    from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
     names = {0: "contradiction", 1: "entailment", 2: "neutral"}
     teacher = CrossEncoderTeacher(tiny_ce(3, names), "nli", cache_dir=tmp_path)
@@ -163,7 +163,7 @@ def test_nli_teacher_is_reordered_by_its_label_names(tiny_ce, tmp_path):
 
 
 def test_teacher_output_size_must_match_task(tiny_ce):
-    from embedkd.crossencoder import check_num_labels, load_cross_encoder
+    from embedkd.methods.dse.teacher import check_num_labels, load_cross_encoder
 
     with pytest.raises(ConfigError, match="outputs 3 logit"):
         load_cross_encoder(tiny_ce(3), "regression")
@@ -179,8 +179,8 @@ def test_teacher_output_size_must_match_task(tiny_ce):
 def test_distill_dse_round_trip(tiny_ce, tiny_st_factory, tmp_path, freeze):
     from sentence_transformers import SentenceTransformer
 
-    from embedkd.methods.dse import distill_dse
-    from embedkd.pair_head import load_dse_student
+    from embedkd.methods.dse.api import distill_dse
+    from embedkd.methods.dse.student import load_dse_student
 
     data = write_pairs(tmp_path / "train.tsv", [0, 1])
     out = distill_dse(
@@ -210,8 +210,8 @@ def test_distill_dse_round_trip(tiny_ce, tiny_st_factory, tmp_path, freeze):
 
 
 def test_control_needs_no_teacher_but_labels(tiny_st_factory, tmp_path):
-    from embedkd.methods.dse import distill_dse
-    from embedkd.pair_head import load_dse_student
+    from embedkd.methods.dse.api import distill_dse
+    from embedkd.methods.dse.student import load_dse_student
 
     data = write_pairs(tmp_path / "train.tsv", [0.1, 0.9])
     out = distill_dse(

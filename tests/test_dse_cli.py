@@ -96,7 +96,7 @@ def test_teacher_command_errors(tmp_path, capsys, minilm_path):
 
 
 def test_teacher_command_trains_a_cross_encoder(tmp_path, capsys, tiny_st_factory):
-    from embedkd.crossencoder import CrossEncoderTeacher
+    from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
     data = write_pairs(tmp_path / "p.tsv", ["entailment", "neutral", "contradiction"], n=6)
     out = tmp_path / "ce"

@@ -12,7 +12,7 @@ from embedkd.cli import main
 
 @pytest.fixture(scope="module")
 def dse_models(tmp_path_factory, tiny_st_factory, minilm_path):
-    from embedkd.methods.dse import distill_dse
+    from embedkd.methods.dse.api import distill_dse
 
     root = tmp_path_factory.mktemp("evalpairs")
     teacher = build_tiny_cross_encoder(root / "ce", minilm_path, 1)
@@ -25,10 +25,10 @@ def dse_models(tmp_path_factory, tiny_st_factory, minilm_path):
 
 
 def test_pair_task_rows_are_the_pair_heads_own_scores(dse_models, tmp_path, capsys):
-    from embedkd.crossencoder import CrossEncoderTeacher
-    from embedkd.pair_eval import evaluate_pairs
-    from embedkd.pair_head import load_dse_student
-    from embedkd.pairs import load_pairs
+    from embedkd.methods.dse.data import load_pairs
+    from embedkd.methods.dse.metrics import evaluate_pairs
+    from embedkd.methods.dse.student import load_dse_student
+    from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
     m = dse_models
     argv = ["eval", "--model", m["student"], "--teacher", m["teacher"], "--control", m["control"]]

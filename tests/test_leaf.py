@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 import embedkd
 from embedkd.cli import main
-from embedkd.methods.leaf import split_texts
+from embedkd.methods.leaf.api import split_texts
 
 TEXTS = [f"sentence {i} talks about topic {i % 9} and item {i * 31 % 17}" for i in range(240)]
 

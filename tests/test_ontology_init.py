@@ -10,9 +10,9 @@ from ontology_helpers import write_tiny
 
 from embedkd.cli import main
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.methods.ontology import OntologyDistillConfig, distill
-from embedkd.methods.ontology_init import concept_directions, init_from_concepts
-from embedkd.methods.ontology_train import build_pair_student
+from embedkd.methods.ontology.api import OntologyDistillConfig, distill
+from embedkd.methods.ontology.init_concepts import concept_directions, init_from_concepts
+from embedkd.methods.ontology.train import build_pair_student
 from embedkd.ontology import TverskySimilarity, load_ontologies
 
 # No training report names cardiomegaly (T:5) in any of its forms.
@@ -116,7 +116,7 @@ def test_unseen_concept_stays_close_after_training(tmp_path, tiny_st_factory):
 
 
 def test_domain_only_keeps_tokens_of_later_ontologies(tmp_path, tiny_st_factory):
-    from embedkd.methods.ontology_init import concept_token_vectors
+    from embedkd.methods.ontology.init_concepts import concept_token_vectors
 
     files = write_tiny(tmp_path / "onto")
     sim = TverskySimilarity(load_ontologies([files["tsv"], files["obo"]]))  # the TSV is the domain

@@ -10,8 +10,8 @@ from ontology_helpers import write_tiny
 
 from embedkd.cli import main
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.methods.ontology import OntologyDistillConfig
-from embedkd.methods.ontology_train import sample_lists, sample_pairs, scored_lists, training_lineage
+from embedkd.methods.ontology.api import OntologyDistillConfig
+from embedkd.methods.ontology.train import sample_lists, sample_pairs, scored_lists, training_lineage
 from embedkd.ontology import ConceptSets, SetIndex, TverskySimilarity, load_ontologies
 
 PHRASES = [
@@ -181,7 +181,7 @@ def test_listwise_distill_tiny_trains_and_reports(tmp_path, tiny_st_factory):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embedkd.methods.ontology import distill
+    from embedkd.methods.ontology.api import distill
 
     start = tiny_st_factory()
     out = distill(
@@ -202,7 +202,7 @@ def test_listwise_distill_tiny_trains_and_reports(tmp_path, tiny_st_factory):
 
 
 def test_continued_training_records_its_lineage(tmp_path, tiny_st_factory):
-    from embedkd.methods.ontology import distill
+    from embedkd.methods.ontology.api import distill
 
     start = tiny_st_factory()
     common = _tiny_distill_kwargs(tmp_path, batch_size=4)
@@ -253,7 +253,7 @@ def test_distill_bad_ontology_is_one_error(tmp_path, tiny_st_factory, capsys):
 def test_static_student_from_token_embeddings(tiny_st_factory):
     from sentence_transformers import SentenceTransformer
 
-    from embedkd.methods.ontology_train import build_pair_student
+    from embedkd.methods.ontology.train import build_pair_student
 
     base = SentenceTransformer(tiny_st_factory(), device="cpu")
     static = build_pair_student("static:" + tiny_st_factory())

@@ -7,14 +7,14 @@ import pytest
 from ontology_helpers import write_tiny
 
 from embedkd.errors import ConfigError
-from embedkd.methods.ontology import OntologyDistillConfig
-from embedkd.methods.ontology_synthetic import (
+from embedkd.methods.ontology.api import OntologyDistillConfig
+from embedkd.methods.ontology.synthetic import (
     SyntheticConfig,
     SyntheticPairGenerator,
     insert_sentence,
     sentence,
 )
-from embedkd.methods.ontology_train import training_pairs
+from embedkd.methods.ontology.train import training_pairs
 from embedkd.ontology import ConceptExtractor, TverskySimilarity, load_ontologies
 
 BASES = ["Lungs are clear.", "Heart size is normal. No acute disease.", "Normal chest. Stable exam."]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from embedkd.errors import EmbedkdError
-from embedkd.pair_eval import evaluate_pairs, pair_metrics, relative_drop
-from embedkd.pairs import PairSet, PairTask
+from embedkd.methods.dse.data import PairSet, PairTask
+from embedkd.methods.dse.metrics import evaluate_pairs, pair_metrics, relative_drop
 
 
 def test_spearman_with_ties_matches_scipy():

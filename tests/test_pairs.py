@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.pairs import NLI_LABELS, PairTask, detect_format, load_pairs
+from embedkd.methods.dse.data import NLI_LABELS, PairTask, detect_format, load_pairs
 
 
 def test_stsb_csv_read_directly_and_scaled(shared_data):

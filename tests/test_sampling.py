@@ -6,7 +6,7 @@ import random
 
 from datasets import Dataset
 
-from embedkd.sampling import LengthGroupedBatchSampler
+from embedkd.methods.leaf.sampling import LengthGroupedBatchSampler
 
 
 def _dataset(n: int = 1000) -> Dataset:

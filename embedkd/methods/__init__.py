@@ -2,7 +2,7 @@
 
 A method module exposes ``add_arguments(parser)`` (its own options, added after the common ones of
 ``embedkd distill``) and ``run_from_args(args) -> pathlib.Path`` (the output directory). Its Python
-API is a plain function (``embedkd.methods.leaf.distill`` and so on).
+API is a plain function (``embedkd.methods.leaf.api.distill`` and so on).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from types import ModuleType
 from embedkd.errors import ConfigError
 
 METHODS: dict[str, str] = {
-    "leaf": "embedkd.methods.leaf",
-    "dse": "embedkd.methods.dse",
-    "dclip": "embedkd.methods.dclip",
-    "ontology": "embedkd.methods.ontology",
+    "leaf": "embedkd.methods.leaf.api",
+    "dse": "embedkd.methods.dse.api",
+    "dclip": "embedkd.methods.dclip.api",
+    "ontology": "embedkd.methods.ontology.api",
 }
 
 

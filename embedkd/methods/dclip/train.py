@@ -1,8 +1,8 @@
 """Training the DCLIP teacher and student with ``transformers.Trainer`` (checkpoints, resume, logging).
 
-* :func:`train_teacher` fits a :class:`~embedkd.dclip_teacher.CrossModalTeacher` on frozen-CLIP
-  :class:`~embedkd.dclip_features.PairFeatures` with symmetric InfoNCE over all in-batch pairs.
-* :func:`train_student` fine-tunes a ``CLIPModel`` with :class:`~embedkd.dclip_loss.DCLIPLoss`
+* :func:`train_teacher` fits a :class:`~embedkd.methods.dclip.teacher.CrossModalTeacher` on frozen-CLIP
+  :class:`~embedkd.methods.dclip.features.PairFeatures` with symmetric InfoNCE over all in-batch pairs.
+* :func:`train_student` fine-tunes a ``CLIPModel`` with :class:`~embedkd.methods.dclip.loss.DCLIPLoss`
   (``distill_weight=0`` is the contrastive-only control), optionally unfreezing the vision tower
   progressively from the top.
 """
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from embedkd.dclip_features import PairFeatures
-from embedkd.dclip_loss import DCLIPLoss
-from embedkd.dclip_teacher import CrossModalTeacher
 from embedkd.errors import ConfigError
+from embedkd.methods.dclip.features import PairFeatures
+from embedkd.methods.dclip.loss import DCLIPLoss
+from embedkd.methods.dclip.teacher import CrossModalTeacher
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def calibrate_temperature(
     (flattening all scores) rather than to rank pairs better; starting at the temperature where the
     loss is already minimal over a global scale removes that pull.
     """
-    from embedkd.dclip_loss import symmetric_infonce
+    from embedkd.methods.dclip.loss import symmetric_infonce
 
     n = len(features.image_index)
     if n < batch_size:
@@ -148,7 +148,7 @@ class SelectOnValidation(TrainerCallback):
         self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
 
     def evaluate(self, step: int) -> None:
-        from embedkd.dclip_eval import retrieval_metrics
+        from embedkd.methods.dclip.metrics import retrieval_metrics
 
         was_training = self.teacher.training
         self.teacher.eval()

@@ -1,8 +1,9 @@
 """The ``embedkd`` command line: a thin shell that parses arguments and calls the library.
 
 Each sub-command lives in its own module that exposes ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int``. Modules are imported lazily by name so that ``embedkd --help`` stays fast
-and so that ``embedkd`` never imports ``serve``/``eval`` unless their command is used.
+and ``run(args) -> int``. The library's own commands are listed here; other packages (``eval``,
+``serve``) register theirs under the ``embedkd.commands`` entry-point group, so ``embedkd`` never names
+their modules. Modules are imported lazily so that ``embedkd --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,14 +18,23 @@ from embedkd.errors import EmbedkdError
 
 logger = logging.getLogger("embedkd")
 
-COMMANDS: dict[str, str] = {
-    "distill": "embedkd.commands.distill",
-    "eval": "eval.cli",
-    "index": "serve.cli_index",
-    "serve": "serve.cli_serve",
-    "teacher": "embedkd.commands.teacher",
-    "ontology": "embedkd.commands.ontology",
+BUILTIN_COMMANDS: dict[str, str] = {
+    "distill": "embedkd.cli.distill",
+    "teacher": "embedkd.cli.teacher",
+    "ontology": "embedkd.cli.ontology",
 }
+ENTRY_POINT_GROUP = "embedkd.commands"
+
+
+def commands() -> dict[str, str]:
+    """Every sub-command's module: the built-in ones, then those that installed packages register."""
+    from importlib.metadata import entry_points
+
+    found = dict(BUILTIN_COMMANDS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
 
 # Errors the user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (EmbedkdError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -48,8 +58,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = next((a for a in argv if a in COMMANDS), None)
-    for name, module_name in COMMANDS.items():
+    available = commands()
+    chosen = next((a for a in argv if a in available), None)
+    for name, module_name in available.items():
         if name != chosen:
             sub.add_parser(name, help=_help_of(module_name), add_help=False)
             continue

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedkd.imagetext import ImageCaption, unique_images
-from embedkd.regions import Detector, encode_regions
+from embedkd.methods.dclip.data import ImageCaption, unique_images
+from embedkd.methods.dclip.regions import Detector, encode_regions
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def pair_features(
     show_progress: bool = False,
 ) -> PairFeatures:
     """Region features (cached on disk) and token features of ``pairs`` from the frozen CLIP ``model``."""
-    from embedkd.clipfeatures import text_token_features
+    from embedkd.methods.dclip.clip_features import text_token_features
 
     images = unique_images(pairs)
     row = {path: i for i, path in enumerate(images)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from embedkd.config import resume_checkpoint
 from embedkd.errors import EmbedkdError
-from embedkd.methods.ontology import OntologyDistillConfig
+from embedkd.methods.ontology.api import OntologyDistillConfig
 from embedkd.ontology.search import _EMPTY
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def training_pairs(
         synthetic_fraction: share of ``n`` made by :class:`SyntheticPairGenerator`.
         synthetic: its :class:`SyntheticConfig` (default settings if None).
     """
-    from embedkd.methods.ontology_synthetic import SyntheticPairGenerator
+    from embedkd.methods.ontology.synthetic import SyntheticPairGenerator
 
     n_syn = int(round(n * synthetic_fraction))
     real = scored_pairs(texts, sim, extractor, n - n_syn, hard_fraction, seed, rare_fraction, sets=sets)
@@ -353,7 +353,7 @@ def train_ontology(config: OntologyDistillConfig) -> Path:
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
-    from embedkd.methods.ontology_init import StudentInit, init_from_concepts
+    from embedkd.methods.ontology.init_concepts import StudentInit, init_from_concepts
     from embedkd.modelcard import write_model_card
     from embedkd.ontology import ConceptExtractor, TverskyConfig, TverskySimilarity, load_ontologies
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from embedkd.dclip_loss import symmetric_infonce
 from embedkd.errors import ConfigError, EmbedkdError
+from embedkd.methods.dclip.loss import symmetric_infonce
 
 CONFIG_NAME = "dclip_teacher.json"
 WEIGHTS_NAME = "dclip_teacher.pt"

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedkd.crossencoder import train_cross_encoder
+    from embedkd.methods.dse.teacher import train_cross_encoder
 
     output = train_cross_encoder(
         args.init,

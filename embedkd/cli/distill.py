@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method = _method_in_argv(getattr(parser, "embedkd_argv", sys.argv[1:])) or "leaf"
     default_epochs = 1.0
     if method == "leaf":
-        from embedkd.methods.leaf import DEFAULT_EPOCHS as default_epochs
+        from embedkd.methods.leaf.api import DEFAULT_EPOCHS as default_epochs
     add_common_arguments(parser, required=method != "leaf", default_epochs=default_epochs)
     if method not in METHODS:
         return  # argparse's choices check reports the bad --method as one clear error

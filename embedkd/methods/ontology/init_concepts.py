@@ -15,7 +15,7 @@ concept keep the model's vector.
 
 Python API::
 
-    from embedkd.methods.ontology_init import init_from_concepts
+    from embedkd.methods.ontology.init_concepts import init_from_concepts
     student = build_pair_student("static:sentence-transformers/all-MiniLM-L6-v2")
     init_from_concepts(student, TverskySimilarity(graph), mix=1.0, seed=0)
 """

@@ -2,7 +2,7 @@
 
 A cross-encoder reads both texts of a pair at once and outputs logits: 1 for ``regression`` and
 ``binary`` (a sigmoid logit; a 2-logit binary model is reduced to ``l1 - l0``), 3 for ``nli`` in
-:data:`embedkd.pairs.NLI_LABELS` order (a model whose ``id2label`` names the NLI classes in another order
+:data:`embedkd.methods.dse.data.NLI_LABELS` order (a model whose ``id2label`` names the NLI classes in another order
 is re-ordered). :class:`CrossEncoderTeacher` fits the :class:`embedkd.teachers.Teacher` protocol, its
 "texts" being the two sides joined by :data:`PAIR_SEP` and its "vectors" the logits, so
 :class:`embedkd.cache.TeacherCache` stores them and the teacher never scores a pair twice.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.pairs import NLI_LABELS, PairSet, PairTask, load_pairs
+from embedkd.methods.dse.data import NLI_LABELS, PairSet, PairTask, load_pairs
 
 logger = logging.getLogger(__name__)
 

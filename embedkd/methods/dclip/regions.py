@@ -31,7 +31,7 @@ import numpy as np
 from embedkd.cache import TeacherCache
 from embedkd.errors import ConfigError, EmbedkdError
 from embedkd.hub import cache_root
-from embedkd.imagetext import image_sha256, load_image
+from embedkd.methods.dclip.data import image_sha256, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class _CropEncoder:
     def encode(
         self, descriptors: Sequence[str], role: str = "document", *, batch_size: int = 32
     ) -> np.ndarray:
-        from embedkd.clipfeatures import image_embeddings
+        from embedkd.methods.dclip.clip_features import image_embeddings
 
         crops, opened = [], {}
         for desc in descriptors:

@@ -7,7 +7,7 @@ and saved as a CLIP directory (``CLIPModel`` + ``CLIPProcessor``, plus ``teacher
 
 Python::
 
-    from embedkd.methods.dclip import DCLIPConfig, distill
+    from embedkd.methods.dclip.api import DCLIPConfig, distill
     distill("my-clip", "../shared/data/flickr8k-1k", "runs/dclip", config=DCLIPConfig(test_images=200))
 
 CLI::
@@ -76,7 +76,7 @@ class DCLIPConfig:
             )
 
     def train_config(self, *, teacher: bool):
-        from embedkd.dclip_train import TrainConfig
+        from embedkd.methods.dclip.train import TrainConfig
 
         return TrainConfig(
             max_steps=self.teacher_steps if teacher else self.steps,
@@ -90,7 +90,7 @@ class DCLIPConfig:
 
 def load_data(data: str | Sequence[str], config: DCLIPConfig):
     """Pairs of every data folder, split into (train, held-out) by image when ``test_images`` > 0."""
-    from embedkd.imagetext import load_pairs, split_by_image
+    from embedkd.methods.dclip.data import load_pairs, split_by_image
 
     paths = [data] if isinstance(data, (str, Path)) else list(data)
     pairs = [p for path in paths for p in load_pairs(path)]
@@ -108,8 +108,8 @@ def build_teacher(frozen_name: str, features, config: DCLIPConfig, output: Path,
     """
     import torch
 
-    from embedkd.dclip_teacher import CrossModalTeacher, TeacherConfig
-    from embedkd.dclip_train import calibrate_temperature, train_teacher
+    from embedkd.methods.dclip.teacher import CrossModalTeacher, TeacherConfig
+    from embedkd.methods.dclip.train import calibrate_temperature, train_teacher
 
     train_config = config.train_config(teacher=True)
     tau = config.teacher_temperature or calibrate_temperature(features, train_config.batch_size)
@@ -133,8 +133,8 @@ def _build_teacher_on_train(frozen, processor, frozen_name, train, features, det
     """Teacher on all of ``train``, or, with ``teacher_val_images``, fitted on the rest and selected on them."""
     if not config.teacher_val_images:
         return build_teacher(frozen_name, features, config, output)
-    from embedkd.dclip_features import pair_features
-    from embedkd.imagetext import split_by_image
+    from embedkd.methods.dclip.data import split_by_image
+    from embedkd.methods.dclip.features import pair_features
 
     n_val = config.teacher_val_images
     n_val = int(n_val) if n_val >= 1 else float(n_val)
@@ -158,9 +158,9 @@ def student_data(processor, pairs, targets=None, max_length: int | None = None):
     """Pixel values of the distinct images, tokenised captions and (optional) teacher targets of ``pairs``."""
     import torch
 
-    from embedkd.clipfeatures import pixel_values, tokenize
-    from embedkd.dclip_train import StudentData
-    from embedkd.imagetext import load_image, unique_images
+    from embedkd.methods.dclip.clip_features import pixel_values, tokenize
+    from embedkd.methods.dclip.data import load_image, unique_images
+    from embedkd.methods.dclip.train import StudentData
 
     images = unique_images(pairs)
     row = {path: i for i, path in enumerate(images)}
@@ -196,11 +196,11 @@ def distill(
             (default: the student checkpoint itself, as in the paper).
         config: run settings.
     """
-    from embedkd.clipmodel import load_clip
-    from embedkd.dclip_features import pair_features
-    from embedkd.dclip_teacher import CrossModalTeacher, is_teacher_dir
-    from embedkd.dclip_train import teacher_targets, train_student
-    from embedkd.regions import load_detector
+    from embedkd.methods.dclip.features import pair_features
+    from embedkd.methods.dclip.regions import load_detector
+    from embedkd.methods.dclip.student import load_clip
+    from embedkd.methods.dclip.teacher import CrossModalTeacher, is_teacher_dir
+    from embedkd.methods.dclip.train import teacher_targets, train_student
 
     config = config or DCLIPConfig()
     output = Path(output)
@@ -268,9 +268,9 @@ def _held_out_metrics(
 ):
     if not pairs:
         return {}
-    from embedkd.dclip_eval import evaluate_clip, retrieval_metrics
-    from embedkd.dclip_features import pair_features
-    from embedkd.dclip_train import teacher_scores
+    from embedkd.methods.dclip.features import pair_features
+    from embedkd.methods.dclip.metrics import evaluate_clip, retrieval_metrics
+    from embedkd.methods.dclip.train import teacher_scores
 
     feats = pair_features(
         frozen,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedkd.imagetext import ImageCaption, load_image, unique_images
+from embedkd.methods.dclip.data import ImageCaption, load_image, unique_images
 
 KS = (1, 5, 10)
 
@@ -56,7 +56,7 @@ def embed_pairs(
     model, processor, pairs: Sequence[ImageCaption], *, batch_size: int = 64, max_length: int | None = None
 ):
     """Normalised image embeddings of the distinct images, caption embeddings and the caption→image index."""
-    from embedkd.clipfeatures import image_embeddings, text_embeddings
+    from embedkd.methods.dclip.clip_features import image_embeddings, text_embeddings
 
     images = unique_images(pairs)
     row = {p: i for i, p in enumerate(images)}
@@ -83,7 +83,7 @@ def zero_shot_accuracy(
     template: str = "a photo of a {}.",
 ) -> float:
     """Top-1 accuracy (%) of classifying PIL ``images`` by the prompts ``template.format(name)``."""
-    from embedkd.clipfeatures import image_embeddings, text_embeddings
+    from embedkd.methods.dclip.clip_features import image_embeddings, text_embeddings
 
     img = image_embeddings(model, processor, list(images))
     txt = text_embeddings(model, processor, [template.format(name) for name in class_names])

@@ -184,7 +184,7 @@ def split_texts(
 
 def run(config: LeafConfig) -> Path:
     """Run one LEAF distillation as configured; returns the output directory."""
-    from embedkd.methods.leaf_train import train_leaf
+    from embedkd.methods.leaf.train import train_leaf
 
     config.validate()
     return train_leaf(config)

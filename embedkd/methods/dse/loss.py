@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from embedkd.pair_head import PairHead
-from embedkd.pairs import PairTask
+from embedkd.methods.dse.data import PairTask
+from embedkd.methods.dse.student import PairHead
 
 
 def task_loss(logits: Tensor, gold: Tensor, task: PairTask | str) -> Tensor:

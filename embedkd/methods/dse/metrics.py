@@ -1,7 +1,7 @@
 """Pair-task metrics: Spearman for similarity (STS-B), accuracy/F1 for paraphrase (MRPC), accuracy for NLI.
 
 Works on anything with ``score_pairs(a, b) -> (n, k) logits``: a
-:class:`~embedkd.crossencoder.CrossEncoderTeacher`, a :class:`~embedkd.pair_head.DSEStudent`.
+:class:`~embedkd.methods.dse.teacher.CrossEncoderTeacher`, a :class:`~embedkd.methods.dse.student.DSEStudent`.
 ``embedkd eval`` can call :func:`evaluate_pairs` for its pair tasks.
 
 Example::
@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from embedkd.errors import EmbedkdError
-from embedkd.pairs import PairSet, PairTask
+from embedkd.methods.dse.data import PairSet, PairTask
 
 logger = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 ``embedkd distill --method dse --teacher CE --student S --data PAIRS... --task regression|binary|nli``.
 The teacher's logits over the training pairs are computed once through the teacher cache; the student
-(any HF/ST model) and its :class:`~embedkd.pair_head.PairHead` train with
-``SentenceTransformerTrainer`` on :class:`~embedkd.dse_loss.DSELoss`. λ = 0 trains the same student on
+(any HF/ST model) and its :class:`~embedkd.methods.dse.student.PairHead` train with
+``SentenceTransformerTrainer`` on :class:`~embedkd.methods.dse.loss.DSELoss`. λ = 0 trains the same student on
 the labels alone (the control) and needs no teacher.
 
 Example::
 
-    from embedkd.methods.dse import distill_dse
-    from embedkd.pair_head import load_dse_student
+    from embedkd.methods.dse.api import distill_dse
+    from embedkd.methods.dse.student import load_dse_student
 
     out = distill_dse("runs/ce-stsb", "all-MiniLM-L6-v2", "sts-train.csv", "runs/dse-stsb", task="regression")
     load_dse_student(out).score_pairs(["A man plays."], ["A man is playing."])
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.pairs import PairSet, PairTask, load_pairs
+from embedkd.methods.dse.data import PairSet, PairTask, load_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ def distill_dse(
     Args:
         teacher: cross-encoder path or id (unused when ``lam`` is 0).
         student: bi-encoder to start from (local dir, HF id, offline package id).
-        data: pair file(s) (see :func:`embedkd.pairs.load_pairs`); unlabelled pairs need ``lam`` > 0.
+        data: pair file(s) (see :func:`embedkd.methods.dse.data.load_pairs`); unlabelled pairs need ``lam`` > 0.
         output: output directory; loads with ``SentenceTransformer(output)`` and
-            :func:`embedkd.pair_head.load_dse_student`.
+            :func:`embedkd.methods.dse.student.load_dse_student`.
         task: ``regression``, ``binary`` or ``nli``.
         lam: weight of the teacher term; 0 gives the task-only control.
         **options: the other :class:`DSEConfig` fields (epochs, max_steps, batch_size, lr, head_lr, ...).
@@ -140,7 +140,7 @@ def _distill(config: DSEConfig, show_progress: bool) -> Path:
 def _train_frozen(config: DSEConfig, model, head, name: str, pairs: PairSet, teacher_logits, show_progress):
     import torch
 
-    from embedkd.dse_frozen import embed_pairs, fit_head
+    from embedkd.methods.dse.frozen import embed_pairs, fit_head
 
     u, v = embed_pairs(
         model,
@@ -170,7 +170,7 @@ def _train_frozen(config: DSEConfig, model, head, name: str, pairs: PairSet, tea
 
 
 def _teacher_logits(config: DSEConfig, pairs: PairSet, show_progress: bool) -> np.ndarray:
-    from embedkd.crossencoder import CrossEncoderTeacher
+    from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
     teacher = CrossEncoderTeacher(
         config.teacher, pairs.task, max_length=config.teacher_max_length, cache_dir=config.cache_dir
@@ -183,9 +183,9 @@ def _build_student(config: DSEConfig, task: PairTask):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embedkd.crossencoder import weights_digest
     from embedkd.hub import resolve_model
-    from embedkd.pair_head import PairHead
+    from embedkd.methods.dse.student import PairHead
+    from embedkd.methods.dse.teacher import weights_digest
 
     torch.manual_seed(config.seed)
     path = resolve_model(config.student)
@@ -202,7 +202,7 @@ def _build_trainer(config, model, head, pairs: PairSet, teacher_logits, show_pro
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
-    from embedkd.dse_loss import DSELoss
+    from embedkd.methods.dse.loss import DSELoss
 
     gold = pairs.labels.reshape(-1, 1).astype(np.float32)
     labels = gold if teacher_logits is None else np.concatenate([gold, teacher_logits], axis=1)
@@ -243,7 +243,7 @@ def _resume_checkpoint(config: DSEConfig, head) -> str | None:
         return None
     from transformers.trainer_utils import get_last_checkpoint
 
-    from embedkd.pair_head import PairHead
+    from embedkd.methods.dse.student import PairHead
 
     folder = Path(config.output) / "checkpoints"
     last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
@@ -260,7 +260,7 @@ def _fidelity(model, head, pairs: PairSet, teacher_logits, student_logits=None, 
     """Agreement of student and teacher logits on (up to ``limit``) training pairs."""
     if teacher_logits is None:
         return {}
-    from embedkd.pair_head import DSEStudent
+    from embedkd.methods.dse.student import DSEStudent
 
     n = min(limit, len(pairs))
     if student_logits is None:
@@ -291,7 +291,7 @@ def _write_card(output: Path, meta: dict) -> None:
         f"Pearson {fid.get('pearson', float('nan')):.4f}"
         if fid
         else "- fidelity: n/a (no teacher)",
-        "- pair scores: `embedkd.pair_head.load_dse_student(DIR).score_pairs(a, b)` (head in `dse_head/`)",
+        "- pair scores: `embedkd.methods.dse.student.load_dse_student(DIR).score_pairs(a, b)` (head in `dse_head/`)",
         "",
     ]
     card = output / "README.md"

@@ -19,7 +19,7 @@ LSTSQ_INIT_TEXTS = 20000  # 20k vs 4k texts: +0.01 held-out cosine after 150 ste
 def _training_args(config: LeafConfig, n_train: int):
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    from embedkd.sampling import LengthGroupedBatchSampler
+    from embedkd.methods.leaf.sampling import LengthGroupedBatchSampler
 
     t = config.training
     steps_per_epoch = max(1, n_train // t.batch_size)
@@ -74,12 +74,13 @@ def train_leaf(config: LeafConfig) -> Path:
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MSELoss
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
-    from embedkd.augment import augment_texts
     from embedkd.cache import TeacherCache
     from embedkd.data import load_texts
-    from embedkd.fidelity import FidelityEvaluator, fidelity, write_fidelity
+    from embedkd.fidelity import vector_fidelity, write_fidelity
+    from embedkd.fidelity_evaluator import FidelityEvaluator
     from embedkd.hub import resolve_model
-    from embedkd.methods.leaf import split_texts
+    from embedkd.methods.leaf.api import split_texts
+    from embedkd.methods.leaf.augment import augment_texts
     from embedkd.modelcard import write_model_card
     from embedkd.students import build_student, init_projection_lstsq, set_trainable
     from embedkd.teachers import load_teacher
@@ -147,7 +148,7 @@ def train_leaf(config: LeafConfig) -> Path:
         return Path(config.output)
     out = Path(config.output)
     student.save(str(out))
-    final = fidelity(
+    final = vector_fidelity(
         student.encode(heldout_texts, batch_size=config.training.batch_size, convert_to_numpy=True),
         heldout_vecs,
     )

@@ -3,7 +3,7 @@
 With the encoder frozen, every epoch would re-encode the same texts if training went through
 ``SentenceTransformerTrainer``; here the embeddings come once from the vector cache (keyed by the
 student, like teacher vectors) and the head is fit by a short loop over tensors, which is cheap
-enough for many epochs on a CPU. The loss is the same :func:`embedkd.dse_loss.dse_loss`.
+enough for many epochs on a CPU. The loss is the same :func:`embedkd.methods.dse.loss.dse_loss`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import math
 import numpy as np
 import torch
 
-from embedkd.dse_loss import dse_loss
-from embedkd.pair_head import PairHead
-from embedkd.pairs import PairSet
+from embedkd.methods.dse.data import PairSet
+from embedkd.methods.dse.loss import dse_loss
+from embedkd.methods.dse.student import PairHead
 
 logger = logging.getLogger(__name__)
 

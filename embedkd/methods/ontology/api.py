@@ -10,13 +10,13 @@ any embedder. ``--teacher`` names the ontologies, comma-separated (``chest-xray,
 
 Python API::
 
-    from embedkd.methods.ontology import distill
+    from embedkd.methods.ontology.api import distill
     out = distill(ontologies=["chest-xray"], student="sentence-transformers/all-MiniLM-L6-v2",
                   data=["reports.csv"], output="runs/ontology-student", pairs=20000)
 
 ``synthetic_fraction`` (``--synthetic-fraction``) writes a share of the pairs from the ontology itself
-(:mod:`embedkd.methods.ontology_synthetic`). ``student_init="concepts"`` (``--student-init concepts``)
-starts a ``static:MODEL`` student from concept-aware token vectors (:mod:`embedkd.methods.ontology_init`).
+(:mod:`embedkd.methods.ontology.synthetic`). ``student_init="concepts"`` (``--student-init concepts``)
+starts a ``static:MODEL`` student from concept-aware token vectors (:mod:`embedkd.methods.ontology.init_concepts`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from embedkd.config import TrainingConfig, training_config_from_args
 from embedkd.errors import ConfigError
-from embedkd.methods.ontology_init import StudentInit
-from embedkd.methods.ontology_synthetic import KINDS as SYNTHETIC_KINDS
+from embedkd.methods.ontology.init_concepts import StudentInit
+from embedkd.methods.ontology.synthetic import KINDS as SYNTHETIC_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class OntologyDistillConfig:
         student: student model string.
         student_init: ``model`` (the student's own vectors) or ``concepts``: a ``static:MODEL``
             student's token vectors start from the ontology's concepts
-            (:func:`~embedkd.methods.ontology_init.init_from_concepts`).
+            (:func:`~embedkd.methods.ontology.init_concepts.init_from_concepts`).
         student_num_layers: keep this many evenly spaced transformer layers of the student (None: all);
             fewer layers encode queries proportionally faster.
         concept_mix: with ``concepts``, share of the concept vector in a token's start (1: replace).
@@ -63,10 +63,10 @@ class OntologyDistillConfig:
             frequency), so that rare (long-tail) concepts are trained on as often as common ones.
         synthetic_fraction: share of the ``pairs`` written from the ontology instead of sampled among
             the reports: a report plus a sentence naming a sampled concept (present, negated or
-            uncertain), paired and scored by the same teacher (:mod:`embedkd.methods.ontology_synthetic`).
+            uncertain), paired and scored by the same teacher (:mod:`embedkd.methods.ontology.synthetic`).
         synthetic_domain_share: share of the synthetic concepts drawn from the first ontology's concepts.
         synthetic_kinds: which synthetic pair kinds to write (``shared``, ``source``, ``contrast``,
-            ``related``; see :data:`~embedkd.methods.ontology_synthetic.KINDS`).
+            ``related``; see :data:`~embedkd.methods.ontology.synthetic.KINDS`).
         heldout: texts kept aside for the fidelity check (pairs among them only).
         heldout_pairs: pairs sampled among the held-out texts.
         loss: ``cosent`` (ranking over the pairs of a batch), ``cosine`` (cosine regression onto the
@@ -174,8 +174,8 @@ class OntologyDistillConfig:
             raise ConfigError(f"--concept-power must be in [0, 1], got {self.concept_power}")
 
     def synthetic_config(self):
-        """The :class:`~embedkd.methods.ontology_synthetic.SyntheticConfig` these options describe."""
-        from embedkd.methods.ontology_synthetic import SyntheticConfig
+        """The :class:`~embedkd.methods.ontology.synthetic.SyntheticConfig` these options describe."""
+        from embedkd.methods.ontology.synthetic import SyntheticConfig
 
         return SyntheticConfig.from_options(self.synthetic_domain_share, self.synthetic_kinds)
 
@@ -340,7 +340,7 @@ def distill(
 
 def run(config: OntologyDistillConfig) -> Path:
     """Validate and run one ontology distillation; returns the output directory."""
-    from embedkd.methods.ontology_train import train_ontology
+    from embedkd.methods.ontology.train import train_ontology
 
     config.validate()
     return train_ontology(config)

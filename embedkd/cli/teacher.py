@@ -12,7 +12,7 @@ import importlib
 HELP = "train a teacher model (cross-encoder for pair distillation)"
 
 KINDS: dict[str, str] = {
-    "cross-encoder": "embedkd.commands.teacher_cross_encoder",
+    "cross-encoder": "embedkd.cli.teacher_cross_encoder",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 from eval_fakes import student, teacher
 
 from embedkd.errors import EmbedkdError
-from eval.fidelity import fidelity, neighbour_overlap, top_k
+from embedkd.fidelity import neighbour_overlap, task_fidelity, top_k
 
 QUERIES = ["a b", "c", "f"]
 DOCS = ["a b", "c d", "a b c c c c", "e f"]
@@ -17,7 +17,7 @@ DOCS = ["a b", "c d", "a b c c c c", "e f"]
 
 def test_fidelity_exact_values():
     s, t = student(), teacher()
-    fid = fidelity(s.encode(QUERIES), s.encode(DOCS), t.encode(QUERIES), t.encode(DOCS), k=1)
+    fid = task_fidelity(s.encode(QUERIES), s.encode(DOCS), t.encode(QUERIES), t.encode(DOCS), k=1)
     d2 = 1.1 / math.sqrt(2 * 1.01)  # cos((c 1, d .1), (c 1, d 1))
     assert fid["mean_cosine"] == pytest.approx((6 + d2) / 7)
     assert fid["mean_cosine_queries"] == pytest.approx(1.0)
@@ -38,4 +38,4 @@ def test_top_k_and_overlap():
 
 def test_dims_must_match():
     with pytest.raises(EmbedkdError, match="dims 2 and 3 differ"):
-        fidelity(np.ones((1, 2)), np.ones((1, 2)), np.ones((1, 3)), np.ones((1, 3)))
+        task_fidelity(np.ones((1, 2)), np.ones((1, 2)), np.ones((1, 3)), np.ones((1, 3)))
