@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from embedkd.cache import TeacherCache
     from embedkd.data import load_texts
     from embedkd.fidelity import vector_fidelity as fidelity
-    from embedkd.methods.leaf.api import split_texts
+    from embedkd.data import split_texts
     from embedkd.teachers import load_teacher
 
     train, held = split_texts(

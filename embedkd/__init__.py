@@ -16,9 +16,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "distill": "embedkd.methods.leaf.api",
-    "LeafConfig": "embedkd.config",
-    "TrainingConfig": "embedkd.config",
+    "distill": "embedkd.methods",
+    "DistillConfig": "embedkd.config",
+    "LeafConfig": "embedkd.methods.leaf.config",
     "resolve_model": "embedkd.hub",
     "load_teacher": "embedkd.teachers",
     "TeacherCache": "embedkd.cache",

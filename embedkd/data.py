@@ -273,3 +273,28 @@ def _stdlib_paragraphs() -> Iterator[str]:
                 para = " ".join(para.split())
                 if 20 <= len(para) <= 600 and not para.startswith((">>>", "...")):
                     yield para
+
+
+def split_texts(
+    texts: Sequence[str], max_samples: int | None, heldout: int, seed: int
+) -> tuple[list[str], list[str]]:
+    """Shuffle with ``seed``; the first ``heldout`` texts are evaluation-only, the next ``max_samples`` train.
+
+    At most a tenth of the texts is held out, so a small file still leaves most of it to train on.
+
+    Raises:
+        EmbedkdError: nothing is left to train on.
+    """
+    import random
+
+    texts = list(texts)
+    random.Random(seed).shuffle(texts)
+    heldout = min(heldout, max(1, len(texts) // 10))
+    train = texts[heldout:]
+    if max_samples:
+        train = train[:max_samples]
+    if not train:
+        raise EmbedkdError(
+            f"only {len(texts)} texts: nothing left to train on after {heldout} held-out texts"
+        )
+    return train, texts[:heldout]

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EMBEDKD_SHARED_DATA", REPO.parent / "shared" / "data"))
+# The one setting that names the shared benchmark data folder.
+SHARED_DATA = Path(os.environ.get("EMBEDKD_DATA") or REPO.parent / "shared" / "data")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,8 +19,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The read-only benchmark data folder (``../shared/data``)."""
-    assert SHARED_DATA.is_dir(), f"shared data not found at {SHARED_DATA} (set EMBEDKD_SHARED_DATA)"
+    """The read-only benchmark data folder (``$EMBEDKD_DATA``, default ``<repo>/../shared/data``).
+
+    Missing: the test skips, except under ``CI=true``, where it fails (CI must run it).
+    """
+    if not SHARED_DATA.is_dir():
+        reason = f"shared data not found at {SHARED_DATA} (set EMBEDKD_DATA to the data folder)"
+        if IN_CI:
+            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
+        pytest.skip(reason)
     return SHARED_DATA
 
 

@@ -131,6 +131,7 @@ print("finished")
 """
 
 
+@pytest.mark.e2e
 def test_resumable_after_kill_9(tmp_path):
     root = tmp_path / "cache"
     code = _CHILD.format(tests=str(TESTS_DIR), root=str(root))

@@ -48,6 +48,7 @@ def assert_one_error_line(err: str, *fragments: str) -> str:
 # --------------------------------------------------------------------------- help
 
 
+@pytest.mark.e2e
 def test_help_is_fast_and_lists_every_command():
     start = time.perf_counter()
     code, out, err = finish(embedkd("--help"))
@@ -60,6 +61,7 @@ def test_help_is_fast_and_lists_every_command():
     assert seconds < 30, f"embedkd --help took {seconds:.1f} s"
 
 
+@pytest.mark.e2e
 def test_help_imports_no_heavy_library():
     code = (
         "import sys\n"
@@ -145,12 +147,12 @@ def test_unavailable_command_is_one_error(monkeypatch, capsys):
 def test_multiline_messages_become_one_line(monkeypatch, capsys):
     from embedkd.errors import EmbedkdError
 
-    def fail(args):
+    def fail(config):
         raise EmbedkdError("first part\nsecond part")
 
-    import embedkd.methods.leaf.api as leaf
+    import embedkd.methods.leaf as leaf
 
-    monkeypatch.setattr(leaf, "run_from_args", fail)
+    monkeypatch.setattr(leaf, "run", fail)
     argv = ["distill", "--teacher", "t", "--student", "s", "--data", "d", "--output", "o"]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == "error: first part second part"
@@ -176,6 +178,7 @@ def texts_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_subprocess_missing_data_and_unknown_model(tmp_path, texts_file, minilm_path):
     # both at once: each pays the sentence-transformers import
     missing = embedkd(*leaf_argv(minilm_path, minilm_path, tmp_path / "missing.txt", tmp_path / "o1"))

@@ -81,6 +81,7 @@ def test_packaged_minilm(name, offline):
     assert (Path(path) / "modules.json").exists()
 
 
+@pytest.mark.e2e
 def test_mpnet_assembled_from_the_five_parts(mpnet_cache):
     root, path, seconds = mpnet_cache
     assert path == root / "models" / "all-mpnet-base-v2"
@@ -93,6 +94,7 @@ def test_mpnet_assembled_from_the_five_parts(mpnet_cache):
     print(f"mpnet assembly took {seconds:.1f} s")
 
 
+@pytest.mark.e2e
 def test_mpnet_second_resolution_reuses_the_assembly(mpnet_cache, monkeypatch):
     root, path, _ = mpnet_cache
     monkeypatch.setenv("EMBEDKD_CACHE", str(root))
@@ -104,6 +106,7 @@ def test_mpnet_second_resolution_reuses_the_assembly(mpnet_cache, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_mpnet_assembly_loads_and_encodes(mpnet_cache):
     from sentence_transformers import SentenceTransformer
 

@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 import embedkd
 from embedkd.cli import main
-from embedkd.methods.leaf.api import split_texts
+from embedkd.data import split_texts
 
 TEXTS = [f"sentence {i} talks about topic {i % 9} and item {i * 31 % 17}" for i in range(240)]
 
@@ -234,6 +234,7 @@ def test_unwritable_output_and_empty_data(models, data_file, tmp_path, capsys):
     assert "no non-empty text" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes(models, data_file, tmp_path):
     """The same command runs data-parallel under torchrun (gloo on CPU)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

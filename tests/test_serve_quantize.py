@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
+import pytest
 from sentence_transformers import SentenceTransformer
 from serve_helpers import Server, write_corpus
 
@@ -11,6 +12,7 @@ from embedkd.teachers import SentenceTransformerTeacher
 from serve.builder import build_index
 
 
+@pytest.mark.e2e
 def test_int8_server_answers_with_vectors_close_to_the_float_student(tmp_path, tiny_st_factory):
     teacher_path, student_path = tiny_st_factory(hidden=32, seed=0), tiny_st_factory(hidden=32, seed=1)
     corpus = write_corpus(tmp_path / "corpus.jsonl", 12)

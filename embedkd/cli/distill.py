@@ -70,16 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--method", default="leaf", choices=list(METHODS), help="distillation method (default leaf)"
     )
     method = _method_in_argv(getattr(parser, "embedkd_argv", sys.argv[1:])) or "leaf"
-    default_epochs = 1.0
-    if method == "leaf":
-        from embedkd.methods.leaf.api import DEFAULT_EPOCHS as default_epochs
-    add_common_arguments(parser, required=method != "leaf", default_epochs=default_epochs)
     if method not in METHODS:
         return  # argparse's choices check reports the bad --method as one clear error
     try:
         module = get_method(method)
     except ImportError as exc:
         parser.error(f"--method {method} is unavailable here ({exc})")
+    if hasattr(module, "CONFIG"):
+        from embedkd.cli.options import add_config_arguments
+
+        add_config_arguments(parser, module.CONFIG, f"{method} options")
+        return
+    add_common_arguments(parser, required=True)  # legacy: a method not yet on the shared config
     module.add_arguments(parser.add_argument_group(f"{method} options"))
 
 
@@ -95,6 +97,12 @@ def _method_in_argv(argv: list[str]) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from embedkd.methods import get_method
 
-    output = get_method(args.method).run_from_args(args)
+    module = get_method(args.method)
+    if hasattr(module, "CONFIG"):
+        from embedkd.cli.options import config_from_args
+
+        output = module.run(config_from_args(module.CONFIG, args))
+    else:
+        output = module.run_from_args(args)
     print(output)
     return 0

@@ -1,0 +1,3 @@
+"""Transitional: the method still exposes the legacy CLI hooks until it moves onto the shared config."""
+
+from embedkd.methods.dclip.api import add_arguments, run_from_args  # noqa: F401

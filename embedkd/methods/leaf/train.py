@@ -6,199 +6,221 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from embedkd.config import LeafConfig, resume_checkpoint
+import numpy as np
+
 from embedkd.errors import EmbedkdError
+from embedkd.methods.leaf.config import LeafConfig
 
 logger = logging.getLogger(__name__)
 
 LSTSQ_INIT_TEXTS = 20000  # 20k vs 4k texts: +0.01 held-out cosine after 150 steps; ~25 s of student encoding
 
 
+@dataclass
+class LabelledTexts:
+    """The training texts (original, then augmented) and held-out texts with their teacher vectors."""
+
+    train: list[str]
+    augmented: list[str]
+    heldout: list[str]
+    fit_vectors: np.ndarray
+    heldout_vectors: np.ndarray
+
+    @property
+    def fit(self) -> list[str]:
+        return self.train + self.augmented
+
+
 def _training_args(config: LeafConfig, n_train: int):
-    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
-
     from embedkd.methods.leaf.sampling import LengthGroupedBatchSampler
+    from embedkd.training import sentence_transformer_arguments
 
-    t = config.training
-    steps_per_epoch = max(1, n_train // t.batch_size)
-    eval_steps = t.eval_steps or steps_per_epoch
-    return SentenceTransformerTrainingArguments(
-        output_dir=str(Path(config.output) / "checkpoints"),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        learning_rate=t.lr,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+    eval_steps = config.eval_steps or max(1, n_train // config.batch_size)
+    return sentence_transformer_arguments(
+        config,
         lr_scheduler_type="linear",
-        seed=t.seed,
-        data_seed=t.seed,
         eval_strategy="steps",
         eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
         save_total_limit=2,
         logging_steps=max(1, min(50, eval_steps)),
-        report_to="none",
-        ddp_backend="gloo" if _distributed() and not _cuda() else None,
-        use_cpu=not _cuda(),
         dataloader_drop_last=False,
         batch_sampler=LengthGroupedBatchSampler,
-        bf16=t.bf16,
-        disable_tqdm=not logger.isEnabledFor(logging.INFO),
+        bf16=config.bf16,
     )
 
 
-def _distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _resume_checkpoint(config: LeafConfig) -> str | None:
-    last = resume_checkpoint(config.output, config.training.resume)
-    if last:
-        logger.info("resuming from %s", last)
-    return last
-
-
-def train_leaf(config: LeafConfig) -> Path:
-    """Run a validated LEAF config end to end."""
-    from datasets import Dataset
-    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MSELoss
-    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
-
-    from embedkd.cache import TeacherCache
-    from embedkd.data import load_texts
-    from embedkd.fidelity import vector_fidelity, write_fidelity
-    from embedkd.fidelity_evaluator import FidelityEvaluator
+def _check_models(config: LeafConfig) -> None:
+    """Fail on an unknown model before any loading or reading."""
     from embedkd.hub import resolve_model
-    from embedkd.methods.leaf.api import split_texts
-    from embedkd.methods.leaf.augment import augment_texts
-    from embedkd.modelcard import write_model_card
-    from embedkd.students import build_student, init_projection_lstsq, set_trainable
-    from embedkd.teachers import load_teacher
 
-    started = time.time()
-    resume_from = _resume_checkpoint(config)
     if not config.teacher.startswith(("http://", "https://")) and not config.teacher.endswith(".npy"):
-        resolve_model(config.teacher)  # fail on an unknown model before any loading or reading
+        resolve_model(config.teacher)
     resolve_model(config.student)
-    texts = load_texts(config.data, config.text_column)
-    train_texts, heldout_texts = split_texts(texts, config.max_samples, config.heldout, config.training.seed)
-    logger.info("LEAF: %d training texts, %d held-out texts", len(train_texts), len(heldout_texts))
 
-    teacher = load_teacher(config.teacher, max_seq_length=config.teacher_max_seq_length)
-    args = _training_args(config, len(train_texts) * (1 + config.augment))
-    aug_texts = augment_texts(train_texts, config.augment, config.training.seed)
-    if aug_texts:
-        logger.info("LEAF: %d augmented texts from the training texts", len(aug_texts))
-    fit_texts = train_texts + aug_texts
+
+def _split(config: LeafConfig) -> tuple[list[str], list[str], list[str]]:
+    """Training, augmented and held-out texts (held-out texts are never trained on)."""
+    from embedkd.data import load_texts, split_texts
+    from embedkd.methods.leaf.augment import augment_texts
+
+    texts = load_texts(config.data, config.text_column)
+    train, heldout = split_texts(texts, config.max_samples, config.heldout, config.seed)
+    logger.info("LEAF: %d training texts, %d held-out texts", len(train), len(heldout))
+    augmented = augment_texts(train, config.augment, config.seed)
+    if augmented:
+        logger.info("LEAF: %d augmented texts from the training texts", len(augmented))
+    return train, augmented, heldout
+
+
+def _label(config: LeafConfig, teacher, args, texts: tuple[list[str], list[str], list[str]]) -> LabelledTexts:
+    """Embed the training, augmented and held-out texts with the teacher, through the cache."""
+    from embedkd.cache import TeacherCache
+
+    train, augmented, heldout = texts
     # Rank 0 fills the cache first; the other ranks then only read it.
     with args.main_process_first(local=False, desc="teacher vectors"):
         cache = TeacherCache.for_teacher(teacher, config.cache_dir)
         show = logger.isEnabledFor(logging.INFO)
+        role, batch = config.teacher_role.value, config.teacher_batch_size
+        fit = cache.encode(teacher, train + augmented, role, batch_size=batch, show_progress=show)
+        held = cache.encode(teacher, heldout, role, batch_size=batch, show_progress=show)
+    return LabelledTexts(train, augmented, heldout, fit, held)
 
-        def label(texts: list[str]):
-            return cache.encode(
-                teacher, texts, config.teacher_role, batch_size=config.teacher_batch_size, show_progress=show
-            )
 
-        fit_vecs = label(fit_texts)
-        heldout_vecs = label(heldout_texts)
-    train_vecs = fit_vecs[: len(train_texts)]
+def _build_student(config: LeafConfig, teacher, data: LabelledTexts, resuming: bool):
+    """The student, pruned and projected as configured; a new projection starts from least squares."""
+    from embedkd.students import build_student, init_projection_lstsq, set_trainable
 
+    bad_dims = [d for d in config.matryoshka_dims if d > teacher.dim]
+    if bad_dims:
+        raise EmbedkdError(f"--matryoshka-dims {bad_dims} exceed the teacher dimension {teacher.dim}")
     student = build_student(
         config.student,
         teacher.dim,
         layers=config.student_layers,
         num_layers=config.student_num_layers,
         projection=config.projection,
-        max_seq_length=config.training.max_seq_length,
+        max_seq_length=config.max_seq_length,
     )
     set_trainable(student, dropout=config.student_dropout, freeze_embeddings=config.freeze_embeddings)
-    bad_dims = [d for d in config.matryoshka_dims if d > teacher.dim]
-    if bad_dims:
-        raise EmbedkdError(f"--matryoshka-dims {bad_dims} exceed the teacher dimension {teacher.dim}")
-    projected = any(type(m).__name__ == "Dense" for m in student)
     linear_fit = None
-    if projected and resume_from is None:
-        n = min(LSTSQ_INIT_TEXTS, len(train_texts))
-        linear_fit = init_projection_lstsq(student, train_texts[:n], train_vecs[:n])
+    if any(type(m).__name__ == "Dense" for m in student) and not resuming:
+        n = min(LSTSQ_INIT_TEXTS, len(data.train))
+        linear_fit = init_projection_lstsq(student, data.train[:n], data.fit_vectors[:n])
         logger.info("projection initialised by least squares on %d texts (train cosine %.4f)", n, linear_fit)
+    return student, linear_fit
 
-    evaluator = FidelityEvaluator(heldout_texts, heldout_vecs, batch_size=config.training.batch_size)
-    before = evaluator(student)
-    dataset = Dataset.from_dict({"text": fit_texts, "label": list(fit_vecs)})
+
+def _loss(config: LeafConfig, student, teacher_dim: int):
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MSELoss
+
     loss = MSELoss(student)
     if config.matryoshka_dims:
-        loss = MatryoshkaLoss(student, loss, matryoshka_dims=[teacher.dim, *config.matryoshka_dims])
-    trainer = SentenceTransformerTrainer(
-        model=student, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator
-    )
-    train_out = trainer.train(resume_from_checkpoint=resume_from)
+        loss = MatryoshkaLoss(student, loss, matryoshka_dims=[teacher_dim, *config.matryoshka_dims])
+    return loss
 
+
+def train_leaf(config: LeafConfig) -> Path:
+    """Run a LEAF config end to end; returns the output directory (the student, its card and fidelity)."""
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+
+    from embedkd.fidelity_evaluator import FidelityEvaluator
+    from embedkd.teachers import load_teacher
+    from embedkd.training import callbacks, prepare_output, resume_checkpoint
+
+    started = time.time()
+    prepare_output(config.output)
+    resume_from = resume_checkpoint(config.output, config.resume)
+    _check_models(config)
+    teacher = load_teacher(config.teacher, max_seq_length=config.teacher_max_seq_length)
+    texts = _split(config)
+    args = _training_args(config, len(texts[0]) + len(texts[1]))
+    data = _label(config, teacher, args, texts)
+    student, linear_fit = _build_student(config, teacher, data, resume_from is not None)
+    evaluator = FidelityEvaluator(data.heldout, data.heldout_vectors, batch_size=config.batch_size)
+    before = evaluator(student)
+    trainer = SentenceTransformerTrainer(
+        model=student,
+        args=args,
+        train_dataset=Dataset.from_dict({"text": data.fit, "label": list(data.fit_vectors)}),
+        loss=_loss(config, student, teacher.dim),
+        evaluator=evaluator,
+        callbacks=callbacks(config),
+    )
+    steps = int(trainer.train(resume_from_checkpoint=resume_from).global_step)
     if not trainer.is_world_process_zero():
         return Path(config.output)
+    extra = {"linear_fit_train_cosine": linear_fit, "heldout_cosine_before": before["heldout_cosine"]}
+    return _save(config, student, teacher, data, steps, extra, time.time() - started)
+
+
+def _save(
+    config: LeafConfig, student, teacher, data: LabelledTexts, steps: int, extra: dict, wall: float
+) -> Path:
+    """Save the student (and its asymmetric pair), then its fidelity report and model card."""
+    from embedkd.fidelity import vector_fidelity, write_fidelity
+    from embedkd.modelcard import write_model_card
+
     out = Path(config.output)
     student.save(str(out))
     final = vector_fidelity(
-        student.encode(heldout_texts, batch_size=config.training.batch_size, convert_to_numpy=True),
-        heldout_vecs,
+        student.encode(data.heldout, batch_size=config.batch_size, convert_to_numpy=True),
+        data.heldout_vectors,
     )
-    report = {
-        "method": "leaf",
-        "teacher": teacher.id,
-        "student": config.student,
-        "data": list(config.data),
-        "train_texts": len(train_texts),
-        "augmented_texts": len(aug_texts),
-        "heldout_texts": len(heldout_texts),
-        "steps": int(train_out.global_step),
-        "epochs": config.training.epochs,
-        "batch_size": config.training.batch_size,
-        "lr": config.training.lr,
-        "student_dropout": config.student_dropout,
-        "freeze_embeddings": config.freeze_embeddings,
-        "bf16": config.training.bf16,
-        "teacher_dim": teacher.dim,
-        "student_layers": config.student_layers,
-        "student_num_layers": config.student_num_layers,
-        "matryoshka_dims": list(config.matryoshka_dims),
-        "linear_fit_train_cosine": linear_fit,
-        "heldout_cosine_before": before["heldout_cosine"],
-        "heldout_cosine": final["cosine"],
-        "heldout_mse": final["mse"],
-        "heldout_cosine_p05": final["cosine_p05"],
-        "wall_time_s": round(time.time() - started, 1),
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-    }
-    write_fidelity(out / "embedkd_fidelity.json", report)
-    write_model_card(out, report)
+    report = _report(config, teacher, data, steps, extra, final, wall)
     if config.save_asym:
         from embedkd.asym import save_asym_model
 
         report["asym_path"] = str(save_asym_model(student, teacher, out / "asym"))
+    write_fidelity(out / "embedkd_fidelity.json", report)
+    write_model_card(out, report)
     logger.info(
         "LEAF done: held-out cosine %.4f (before training %.4f), MSE %.6f -> %s",
         final["cosine"],
-        before["heldout_cosine"],
+        extra["heldout_cosine_before"],
         final["mse"],
         out,
     )
-    print(
-        json.dumps(
-            {
-                "output": str(out),
-                "heldout_cosine": round(final["cosine"], 4),
-                "heldout_mse": round(final["mse"], 6),
-            }
-        )
-    )
+    summary = {
+        "output": str(out),
+        "heldout_cosine": round(final["cosine"], 4),
+        "heldout_mse": round(final["mse"], 6),
+    }
+    print(json.dumps(summary))
     return out
+
+
+def _report(
+    config: LeafConfig, teacher, data: LabelledTexts, steps: int, extra: dict, final: dict, wall: float
+):
+    return {
+        "method": "leaf",
+        "teacher": teacher.id,
+        "student": config.student,
+        "data": list(config.data),
+        "train_texts": len(data.train),
+        "augmented_texts": len(data.augmented),
+        "heldout_texts": len(data.heldout),
+        "steps": steps,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "student_dropout": config.student_dropout,
+        "freeze_embeddings": config.freeze_embeddings,
+        "bf16": config.bf16,
+        "teacher_dim": teacher.dim,
+        "student_layers": config.student_layers,
+        "student_num_layers": config.student_num_layers,
+        "matryoshka_dims": list(config.matryoshka_dims),
+        **extra,
+        "heldout_cosine": final["cosine"],
+        "heldout_mse": final["mse"],
+        "heldout_cosine_p05": final["cosine_p05"],
+        "wall_time_s": round(wall, 1),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "config": config.to_dict(),
+    }
