@@ -15,7 +15,7 @@ exist offline):
    plus zero-shot classification (prompted class names, labels from caption keywords) for base,
    student and control.
 
-    nice -n 5 python bench/dclip_flickr.py --work /work/runs/dclip-bench
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 15 python bench/dclip_flickr.py --work runs/dclip-bench
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from paths import REPO, command_line, data_dir, rel
 
-DATA = REPO.parent / "shared" / "data" / "flickr8k-1k"
+# What the recorded runs ran under (one thread each, low priority, on a shared CPU).
+COMMAND_PREFIX = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 15 python"
+PATH_ARGS = ("data", "work", "out", "base")
 CLASSES = ["dog", "man", "woman", "boy", "girl", "bike", "water", "snow", "ball", "grass"]
 METRICS = ["t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_map", "i2t_map"]
 logger = logging.getLogger("bench.dclip_flickr")
@@ -40,9 +40,11 @@ logger = logging.getLogger("bench.dclip_flickr")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DATA))
-    p.add_argument("--work", default="/work/runs/dclip-bench", help="run outputs (outside the repo)")
-    p.add_argument("--out", default=str(REPO / "bench" / "results" / "dclip_flickr"))
+    p.add_argument("--data", default=str(data_dir() / "flickr8k-1k"))
+    p.add_argument("--work", default="runs/dclip-bench", help="run outputs (models, region cache)")
+    p.add_argument(
+        "--out", default=str(REPO / "bench" / "results" / "dclip_flickr"), help="result files (.json, .md)"
+    )
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument(
         "--pretrain-images",
@@ -96,37 +98,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
+def split(args):
+    """Fine-tuning, pre-training, teacher fit / validation and test pairs (fixed seeds 0, 1, 2)."""
+    from embedkd.methods.dclip.data import load_image_captions, split_by_image
 
-    from embedkd.methods.dclip.api import student_data
-    from embedkd.methods.dclip.data import load_image, load_pairs, split_by_image
-    from embedkd.methods.dclip.features import pair_features
-    from embedkd.methods.dclip.metrics import (
-        evaluate_clip,
-        keyword_labels,
-        retrieval_metrics,
-        zero_shot_accuracy,
-    )
-    from embedkd.methods.dclip.regions import load_detector
-    from embedkd.methods.dclip.student import SmallClipConfig, build_small_clip, load_clip
-    from embedkd.methods.dclip.teacher import CrossModalTeacher, TeacherConfig
-    from embedkd.methods.dclip.train import (
-        TrainConfig,
-        calibrate_temperature,
-        teacher_scores,
-        teacher_targets,
-        train_student,
-        train_teacher,
-    )
-
-    t0, work = time.time(), Path(args.work)
-    seeds = [int(x) for x in args.seeds.split(",")]
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    train, test = split_by_image(load_pairs(args.data), test_images=args.test_images, seed=0)
+    train, test = split_by_image(load_image_captions(args.data), test_images=args.test_images, seed=0)
     pretrain = train
     if args.pretrain_images:
         train, pretrain = split_by_image(train, test_images=args.pretrain_images, seed=1)
@@ -140,138 +116,214 @@ def main(argv=None) -> int:
         len(val),
         len(test),
     )
-    size = SmallClipConfig(
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        hidden=args.hidden,
-        layers=args.layers,
-        projection_dim=args.projection_dim,
-    )
-    timings = {}
+    return {"train": train, "pretrain": pretrain, "fit": fit, "val": val, "test": test}
 
-    def train_clip(name, start, steps, lr, targets=None, weight=0.0, pairs=train, seed=args.seed):
-        t = time.time()
+
+class Run:
+    """One benchmark run: its arguments, work folder, data split, CLIP size and stage timings."""
+
+    def __init__(self, args) -> None:
+        from embedkd.methods.dclip.student import SmallClipConfig
+
+        self.args, self.work, self.timings = args, Path(args.work), {}
+        self.data = split(args)
+        self.size = SmallClipConfig(
+            image_size=args.image_size,
+            patch_size=args.patch_size,
+            hidden=args.hidden,
+            layers=args.layers,
+            projection_dim=args.projection_dim,
+        )
+
+    def train_clip(self, name, start, steps, lr, targets=None, weight=0.0, pairs=None, seed=None):
+        """Fine-tune the CLIP at ``start`` into ``work/name`` (hybrid loss when ``weight`` > 0)."""
+        from embedkd.methods.dclip.config import DCLIPConfig
+        from embedkd.methods.dclip.features import student_data
+        from embedkd.methods.dclip.student import load_clip
+        from embedkd.methods.dclip.train import train_student
+
+        a, t = self.args, time.time()
+        seed = a.seed if seed is None else seed
         model, processor = load_clip(str(start))
-        data = student_data(processor, pairs, targets)
-        cfg = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, seed=seed, save_steps=10**6)
-        train_student(model, data, cfg, work / name, temperature=args.temperature, distill_weight=weight)
-        model.save_pretrained(work / name)
-        processor.save_pretrained(work / name)
-        timings[name] = round(time.time() - t, 1)
+        data = student_data(processor, self.data["train"] if pairs is None else pairs, targets)
+        stage = {"max_steps": steps, "batch_size": a.batch_size, "lr": lr, "seed": seed}
+        loss = {"temperature": a.temperature, "distill_weight": weight}
+        cfg = DCLIPConfig(student=str(start), data=a.data, output=str(self.work / name), **stage, **loss)
+        train_student(model, data, cfg, self.work / name)
+        model.save_pretrained(self.work / name)
+        processor.save_pretrained(self.work / name)
+        self.timings[name] = round(time.time() - t, 1)
         return model, processor
 
-    detector = load_detector(args.grid)
-    if args.base:
-        base_dir = Path(args.base)
-        base, base_proc = load_clip(str(base_dir))
-    else:
-        init = build_small_clip(
-            work / "init",
-            [p.caption for p in (train + pretrain if args.pretrain_images else train)],
-            size,
-            seed=args.seed,
+    def base(self):
+        """Step 1: the base CLIP (``--base`` reuses one), its directory, model and processor."""
+        from embedkd.methods.dclip.student import build_small_clip, load_clip
+
+        a, d = self.args, self.data
+        if a.base:
+            return (Path(a.base), *load_clip(a.base))
+        captions = [p.caption for p in (d["train"] + d["pretrain"] if a.pretrain_images else d["train"])]
+        init = build_small_clip(self.work / "init", captions, self.size, seed=a.seed)
+        return (
+            self.work / "base",
+            *self.train_clip("base", init, a.base_steps, a.base_lr, pairs=d["pretrain"]),
         )
-        base_dir = work / "base"
-        base, base_proc = train_clip("base", init, args.base_steps, args.base_lr, pairs=pretrain)
 
-    t = time.time()
+    def teacher(self, base_dir, base, base_proc):
+        """Step 2: the cross-modal teacher over the frozen base; its targets for every fine-tuning pair."""
+        import torch
 
-    def features(pairs):
-        return pair_features(base, base_proc, pairs, detector, model_name="base", cache_dir=work / "regions")
+        from embedkd.methods.dclip.config import DCLIPConfig
+        from embedkd.methods.dclip.features import pair_features
+        from embedkd.methods.dclip.regions import load_detector
+        from embedkd.methods.dclip.teacher import CrossModalTeacher, TeacherConfig
+        from embedkd.methods.dclip.train import (
+            calibrate_temperature,
+            teacher_targets,
+            train_teacher,
+        )
 
-    feats, fit_feats, test_feats = features(train), features(fit), features(test)
-    tau = args.teacher_temperature or calibrate_temperature(fit_feats, args.teacher_batch_size)
-    torch.manual_seed(args.seed)
-    teacher = CrossModalTeacher(TeacherConfig(args.projection_dim, 4, tau, str(base_dir)))
-    tcfg = TrainConfig(
-        max_steps=args.teacher_steps,
-        batch_size=args.teacher_batch_size,
-        lr=args.teacher_lr,
-        seed=args.seed,
-        save_steps=10**6,
-    )
-    train_teacher(
-        teacher,
-        fit_feats,
-        tcfg,
-        work / "teacher",
-        val_features=features(val) if val else None,
-        eval_steps=args.teacher_eval_steps,
-    )
-    teacher.save(work / "teacher")
-    targets = teacher_targets(teacher, feats)  # every fine-tuning pair, validation images included
-    timings["teacher"] = round(time.time() - t, 1)
+        a, d, t = self.args, self.data, time.time()
+        detector = load_detector(a.grid)
 
-    runs = {"student": [], "control": []}
-    models = {}
-    for seed in seeds:
-        for arm, tgt, weight in (("student", targets, args.distill_weight), ("control", None, 0.0)):
-            m, pr = train_clip(f"{arm}-s{seed}", base_dir, args.steps, args.lr, tgt, weight, seed=seed)
-            runs[arm].append({"seed": seed, **evaluate_clip(m, pr, test)})
-            models.setdefault(arm, (m, pr))  # the first seed's models for zero-shot
+        def features(pairs):
+            return pair_features(
+                base, base_proc, pairs, detector, model_name="base", cache_dir=self.work / "regions"
+            )
 
-    def mean_std(rows):
-        out = {}
-        for k in METRICS:
-            v = [r[k] for r in rows]
-            mu = sum(v) / len(v)
-            out[k] = round(mu, 2)
-            out[k + "_std"] = round((sum((x - mu) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5, 2)
-        return out
+        feats, fit_feats, test_feats = features(d["train"]), features(d["fit"]), features(d["test"])
+        tau = a.teacher_temperature or calibrate_temperature(fit_feats, a.teacher_batch_size)
+        torch.manual_seed(a.seed)
+        teacher = CrossModalTeacher(TeacherConfig(a.projection_dim, 4, tau, str(base_dir)))
+        tcfg = DCLIPConfig(
+            student=str(base_dir),
+            data=a.data,
+            output=str(self.work),
+            teacher_steps=a.teacher_steps,
+            teacher_batch_size=a.teacher_batch_size,
+            teacher_lr=a.teacher_lr,
+            teacher_eval_steps=a.teacher_eval_steps,
+            seed=a.seed,
+        )
+        val_feats = features(d["val"]) if d["val"] else None
+        train_teacher(
+            teacher,
+            fit_feats,
+            tcfg,
+            self.work / "teacher",
+            val_features=val_feats,
+        )
+        teacher.save(self.work / "teacher")
+        targets = teacher_targets(teacher, feats)  # every fine-tuning pair, validation images included
+        self.timings["teacher"] = round(time.time() - t, 1)
+        return teacher, tau, targets, test_feats
 
-    results = {
-        "base": evaluate_clip(base, base_proc, test),
-        "teacher": retrieval_metrics(teacher_scores(teacher, test_feats), test_feats.image_index.numpy()),
-        "student": mean_std(runs["student"]),
-        "control": mean_std(runs["control"]),
-    }
+    def arms(self, base_dir, targets, seeds):
+        """Step 3: per seed, the hybrid-loss student and the contrastive-only control, scored on test."""
+        from embedkd.methods.dclip.metrics import evaluate_clip
+
+        a, runs, models = self.args, {"student": [], "control": []}, {}
+        for seed in seeds:
+            for arm, tgt, weight in (("student", targets, a.distill_weight), ("control", None, 0.0)):
+                m, pr = self.train_clip(f"{arm}-s{seed}", base_dir, a.steps, a.lr, tgt, weight, seed=seed)
+                runs[arm].append({"seed": seed, **evaluate_clip(m, pr, self.data["test"])})
+                models.setdefault(arm, (m, pr))  # the first seed's models for zero-shot
+        return runs, models
+
+
+def mean_std(rows):
+    out = {}
+    for k in METRICS:
+        v = [r[k] for r in rows]
+        mu = sum(v) / len(v)
+        out[k] = round(mu, 2)
+        out[k + "_std"] = round((sum((x - mu) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5, 2)
+    return out
+
+
+def paired(runs) -> dict:
     diffs = [s["t2i_r5"] - c["t2i_r5"] for s, c in zip(runs["student"], runs["control"])]
-    paired = {
+    return {
         "t2i_r5_student_minus_control": [round(d, 2) for d in diffs],
         "wins": sum(d > 0 for d in diffs),
         "ties": sum(d == 0 for d in diffs),
         "losses": sum(d < 0 for d in diffs),
     }
+
+
+def zero_shot(test, models: dict, first_seed: int) -> dict:
+    """Step 4b: zero-shot classification (caption-keyword classes) of base, student and control."""
+    from embedkd.methods.dclip.data import load_image
+    from embedkd.methods.dclip.metrics import keyword_labels, zero_shot_accuracy
+
     paths, labels = keyword_labels(test, CLASSES)
     images = [load_image(p) for p in paths]
-    zero_shot = {
-        name: zero_shot_accuracy(m, pr, images, labels, CLASSES)
-        for name, (m, pr) in {"base": (base, base_proc), **models}.items()
+    acc = {name: zero_shot_accuracy(m, pr, images, labels, CLASSES) for name, (m, pr) in models.items()}
+    return {
+        "classes": CLASSES,
+        "images": len(paths),
+        "template": "a photo of a {}.",
+        "models": f"student and control of seed {first_seed}",
+        "accuracy": acc,
+        "retention_student": round(acc["student"] / max(acc["base"], 1e-9), 3),
+        "retention_control": round(acc["control"] / max(acc["base"], 1e-9), 3),
     }
+
+
+def setup(run: Run, base_dir, base) -> dict:
+    d, a = run.data, run.args
+    images = lambda pairs: len({p.image for p in pairs})  # noqa: E731
+    return {
+        "data": rel(a.data),
+        "train_images": images(d["train"]),
+        "train_pairs": len(d["train"]),
+        "teacher_fit_images": images(d["fit"]),
+        "teacher_val_images": images(d["val"]),
+        "pretrain_images": images(d["pretrain"]) if a.pretrain_images else 0,
+        "pretrain_pairs": len(d["pretrain"]) if a.pretrain_images else 0,
+        "test_images": images(d["test"]),
+        "test_pairs": len(d["test"]),
+        "split_seeds": {"test": 0, "pretrain": 1, "teacher_val": 2},
+        "base": rel(base_dir),
+        "clip": asdict(run.size),
+        "params": sum(p.numel() for p in base.parameters()),
+        "detector": a.grid,
+        "args": {k: rel(v) if k in PATH_ARGS else v for k, v in vars(a).items()},
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    from embedkd.methods.dclip.metrics import evaluate_clip, retrieval_metrics
+    from embedkd.methods.dclip.train import teacher_scores
+
+    t0, seeds = time.time(), [int(x) for x in args.seeds.split(",")]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    run = Run(args)
+    base_dir, base, base_proc = run.base()
+    teacher, tau, targets, test_feats = run.teacher(base_dir, base, base_proc)
+    runs, models = run.arms(base_dir, targets, seeds)
     report = {
-        **results,
-        "seeds": {"seeds": seeds, "student": runs["student"], "control": runs["control"], "paired": paired},
+        "base": evaluate_clip(base, base_proc, run.data["test"]),
+        "teacher": retrieval_metrics(teacher_scores(teacher, test_feats), test_feats.image_index.numpy()),
+        "student": mean_std(runs["student"]),
+        "control": mean_std(runs["control"]),
+        "seeds": {
+            "seeds": seeds,
+            "student": runs["student"],
+            "control": runs["control"],
+            "paired": paired(runs),
+        },
         "teacher_temperature": tau,
         "teacher_selection": getattr(teacher, "selection", None),
-        "zero_shot": {
-            "classes": CLASSES,
-            "images": len(paths),
-            "template": "a photo of a {}.",
-            "models": f"student and control of seed {seeds[0]}",
-            "accuracy": zero_shot,
-            "retention_student": round(zero_shot["student"] / max(zero_shot["base"], 1e-9), 3),
-            "retention_control": round(zero_shot["control"] / max(zero_shot["base"], 1e-9), 3),
-        },
-        "setup": {
-            "data": str(args.data),
-            "train_images": len({p.image for p in train}),
-            "train_pairs": len(train),
-            "teacher_fit_images": len({p.image for p in fit}),
-            "teacher_val_images": len({p.image for p in val}),
-            "pretrain_images": len({p.image for p in pretrain}) if args.pretrain_images else 0,
-            "pretrain_pairs": len(pretrain) if args.pretrain_images else 0,
-            "test_images": len({p.image for p in test}),
-            "test_pairs": len(test),
-            "split_seeds": {"test": 0, "pretrain": 1, "teacher_val": 2},
-            "base": str(base_dir),
-            "clip": asdict(size),
-            "params": sum(p.numel() for p in base.parameters()),
-            "detector": args.grid,
-            "args": vars(args),
-        },
-        "timings_s": {**timings, "total": round(time.time() - t0, 1)},
-        "command": "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 15 python bench/dclip_flickr.py "
-        + shlex.join(sys.argv[1:] if argv is None else argv),
+        "zero_shot": zero_shot(run.data["test"], {"base": (base, base_proc), **models}, seeds[0]),
+        "setup": setup(run, base_dir, base),
+        "timings_s": {**run.timings, "total": round(time.time() - t0, 1)},
+        "command": command_line("dclip_flickr.py", argv, prefix=COMMAND_PREFIX),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

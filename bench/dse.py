@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkd.methods.dse.data import load_pairs
+from embedkd.methods.dse.data import load_sentence_pairs
 from embedkd.methods.dse.metrics import MAIN_METRIC, evaluate_pairs, pair_metrics, relative_drop
 from embedkd.methods.dse.student import load_dse_student
 from embedkd.methods.dse.teacher import CrossEncoderTeacher
@@ -134,7 +134,7 @@ def _test_limit(name: str, args: argparse.Namespace) -> int | None:
 
 def evaluate_task(name: str, args: argparse.Namespace) -> dict:
     task, rel = TASKS[name]
-    pairs = load_pairs(Path(args.data) / rel, task, max_samples=_test_limit(name, args))
+    pairs = load_sentence_pairs(Path(args.data) / rel, task, max_samples=_test_limit(name, args))
     paths = {role: getattr(args, f"{name}_{role}") for role in ("teacher", "student", "control")}
     missing = [f"--{name}-{role}" for role, path in paths.items() if not path]
     if missing:
@@ -182,10 +182,10 @@ def _candidates(args: argparse.Namespace, student) -> tuple[list[str], str]:
     texts: list[str] = []
     for name in args.tasks:
         task, rel = TASKS[name]
-        test = load_pairs(Path(args.data) / rel, task, max_samples=_test_limit(name, args))
+        test = load_sentence_pairs(Path(args.data) / rel, task, max_samples=_test_limit(name, args))
         texts += [*test.a, *test.b]
     cfg = student.meta["config"]
-    train = load_pairs(cfg["data"], cfg["task"], max_samples=cfg["max_samples"])
+    train = load_sentence_pairs(cfg["data"], cfg["task"], max_samples=cfg["max_samples"])
     texts += [*train.a, *train.b]
     unique = list(dict.fromkeys(texts))
     note = f"{len(unique)} distinct sentences (training pairs of the STS-B student + evaluated test pairs)"

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from embedkd.methods.dse.data import load_pairs
+from embedkd.methods.dse.data import load_sentence_pairs
 from embedkd.methods.dse.metrics import evaluate_pairs
 from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student", nargs="*", default=[], help="DSE student dirs")
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
-    pairs = load_pairs(args.pairs, args.task)
+    pairs = load_sentence_pairs(args.pairs, args.task)
     bench = _bench()
     for role, paths in (("teacher", args.teacher), ("student", args.student)):
         for path in paths:

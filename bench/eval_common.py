@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import statistics
@@ -23,21 +22,6 @@ import numpy as np
 logger = logging.getLogger("bench.eval_common")
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir-scifact"
-
-
-def weights_digest(folder: str | Path) -> str:
-    """sha256 (16 hex) over a model folder's weight files (not checkpoints, cards or fidelity notes)."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if path.suffix not in (".safetensors", ".bin") or any(p.startswith("checkpoint") for p in rel.parts):
-            continue
-        digest.update(rel.as_posix().encode())
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 class WeightsCachedEncoder:
@@ -59,14 +43,14 @@ class WeightsCachedEncoder:
         from sentence_transformers import SentenceTransformer
 
         from embedkd.cache import TeacherCache
-        from embedkd.hub import resolve_model
+        from embedkd.hub import model_digest, resolve_model
 
         folder = resolve_model(path)
         self.model = SentenceTransformer(folder)
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
         self.dim = int(self.model.get_embedding_dimension())
-        self.id = f"student:{name}@seq{self.model.max_seq_length}#{weights_digest(folder)}"
+        self.id = f"student:{name}@seq{self.model.max_seq_length}#{model_digest(folder)}"
         self.batch_size = batch_size
         self.cache = TeacherCache.for_teacher(self, cache_dir)
 

@@ -39,9 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from sentence_transformers import SentenceTransformer
 
     from embedkd.cache import TeacherCache
-    from embedkd.data import load_texts
+    from embedkd.data import load_texts, split_texts
     from embedkd.fidelity import vector_fidelity as fidelity
-    from embedkd.data import split_texts
     from embedkd.teachers import load_teacher
 
     train, held = split_texts(

@@ -15,19 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from ontology_iu import DATA, load_reports, load_student  # noqa: E402
+from ontology_common import load_reports, load_student, reports_csv
+from paths import REPO, command_line, rel
 
 logger = logging.getLogger("bench.ontology_latency")
 
@@ -56,17 +50,11 @@ def faiss_work(dim: int) -> None:
     _ = vecs[:1532] @ vecs[:1532].T
 
 
-def _command(argv: list[str] | None) -> str:
-    """The command line that ran this probe, with its thread settings."""
-    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
-    return " ".join([*env, "python", "bench/ontology_latency.py", *(sys.argv[1:] if argv is None else argv)])
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--student", nargs="+", required=True, help="saved student directories")
-    p.add_argument("--reports", default=str(DATA / "iu-xray-reports" / "indiana_reports.csv"))
+    p.add_argument("--reports", default=str(reports_csv()))
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -83,10 +71,20 @@ def main(argv=None) -> int:
             faiss_work(student.get_embedding_dimension())
             after = time_encoder(student, texts)
             rows.append(
-                {"student": path, "quantize": quantize or "float32", "alone": alone, "after_faiss": after}
+                {
+                    "student": rel(path),
+                    "quantize": quantize or "float32",
+                    "alone": alone,
+                    "after_faiss": after,
+                }
             )
             logger.info("%s %s: %s, after FAISS %s", path, quantize or "float32", alone, after)
-    result = {"queries": len(texts), "seq_len": args.seq_len, "rows": rows, "command": _command(argv)}
+    result = {
+        "queries": len(texts),
+        "seq_len": args.seq_len,
+        "rows": rows,
+        "command": command_line("ontology_latency.py", argv, env=True),
+    }
     out = Path(args.output)
     out.write_text(json.dumps(result, indent=2))
     lines = [

@@ -40,9 +40,10 @@ def train_student(args, train_texts: list[str]) -> tuple[Path, float]:
     if (out / "embedkd_ontology.json").exists() and not args.retrain:
         logger.info("reusing student %s", out)
         return out, json.loads((out / "embedkd_ontology.json").read_text())["wall_time_s"]
-    from embedkd.methods.ontology.api import distill
+    import embedkd
 
-    distill(
+    embedkd.distill(
+        method="ontology",
         ontologies=args.ontology,
         student=args.student,
         student_num_layers=args.student_num_layers,
@@ -77,9 +78,10 @@ def compress_student(args, student_dir: Path) -> tuple[Path, dict]:
     if card.exists() and not args.retrain:
         logger.info("reusing compressed student %s", out)
     else:
-        from embedkd.methods.leaf.api import distill as leaf_distill
+        import embedkd
 
-        leaf_distill(
+        embedkd.distill(
+            method="leaf",
             teacher=str(student_dir),
             student=str(student_dir),
             data=[str(training_csv(student_dir))],

@@ -79,11 +79,11 @@ def bare_timing(index_dir: str, model: str, queries: list[str], k: int, threads:
     index = read_snapshot(index_dir, meta).index
     encoder = load_query_encoder(model, meta)
     for q in queries[:5]:  # warm-up
-        index.search(encoder.encode([q])[0], k)
+        index.search(encoder.encode([q]), k)
     enc, srch, total = [], [], []
     for q in queries:
         t0 = time.perf_counter()
-        vec, _ = encoder.encode([q])
+        vec, _ = encoder.encode([q]), encoder.truncated([q])  # what the service does per query
         t1 = time.perf_counter()
         index.search(vec, k)
         t2 = time.perf_counter()

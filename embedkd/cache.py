@@ -24,11 +24,16 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embedkd.encoders import check_role
 from embedkd.errors import EmbedkdError
 from embedkd.hub import cache_root
+
+if TYPE_CHECKING:
+    from embedkd.teachers import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,7 @@ class TeacherCache:
         self._open()
 
     @classmethod
-    def for_teacher(cls, teacher, root: str | Path | None = None, **kwargs) -> TeacherCache:
+    def for_teacher(cls, teacher: Teacher, root: str | Path | None = None, **kwargs) -> TeacherCache:
         """The cache of ``teacher`` under ``root`` (default ``~/.cache/embedkd/teacher``)."""
         root = Path(root) if root else cache_root() / "teacher"
         digest = hashlib.sha256(teacher.id.encode()).hexdigest()[:16]
@@ -192,16 +197,20 @@ class TeacherCache:
 
     def encode(
         self,
-        teacher,
+        teacher: Teacher,
         texts: Sequence[str],
-        role: str = "document",
+        role: str | None = "document",
         *,
         batch_size: int = 32,
         show_progress: bool = False,
     ) -> np.ndarray:
-        """Vectors of ``texts`` from the cache, asking ``teacher`` only for those it lacks."""
+        """Vectors of ``texts`` from the cache, asking ``teacher`` only for those it lacks.
+
+        ``role`` is ``query`` or ``document``; a symmetric input (None) shares the document vectors.
+        """
         from tqdm.auto import tqdm
 
+        role = check_role(role)
         if teacher.id != self.teacher_id:
             raise CacheError(f"cache {self.dir} is for {self.teacher_id!r}, not {teacher.id!r}")
         prompt = teacher.prompt(role)
@@ -245,9 +254,9 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def cached_encode(
-    teacher,
+    teacher: Teacher,
     texts: Sequence[str],
-    role: str = "document",
+    role: str | None = "document",
     *,
     cache_dir: str | Path | None = None,
     batch_size: int = 32,

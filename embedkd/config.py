@@ -67,6 +67,8 @@ class DistillConfig:
     """
 
     method: ClassVar[str] = ""
+    # Fields that must be non-empty; a method whose teacher is not a model (ontology) drops "teacher".
+    required_fields: ClassVar[tuple[str, ...]] = ("teacher", "student", "output")
 
     teacher: str = option("", "teacher model: local dir, Hugging Face id or offline package id", group=COMMON)
     student: str = option("", "student model: local dir, Hugging Face id or offline package id", group=COMMON)
@@ -97,7 +99,7 @@ class DistillConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad value (methods extend this)."""
-        for name in ("teacher", "student", "output"):
+        for name in self.required_fields:
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required for --method {self.method}")
         if not self.data:

@@ -195,3 +195,38 @@ def _hub_available(name: str) -> bool:
         return True
     except Exception:  # noqa: BLE001 - unreachable or unknown
         return False
+
+
+def weights_digest(folder: str | Path) -> str:
+    """Content hash of a model folder's weights (12 hex digits; ``nofiles`` when it holds none).
+
+    Cache keys include it, so a model retrained in the same folder never hits stale cached vectors.
+    """
+    files = sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.bin"))
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()[:12] if files else "nofiles"
+
+
+def model_digest(folder: str | Path) -> str:
+    """Content hash of a whole model folder: :func:`weights_digest` of it and of its module subfolders.
+
+    A SentenceTransformer keeps some modules' weights in subfolders (``2_Dense/``, a projection), which
+    :func:`weights_digest` of the top folder does not read; a model retrained only there must still get
+    a new digest. Training checkpoints (``checkpoint-*``) do not count. A folder whose weights all sit
+    at the top gets its :func:`weights_digest` unchanged.
+    """
+    root = Path(folder)
+    parts = [f".={weights_digest(root)}"]
+    for sub in sorted(p for p in root.rglob("*") if p.is_dir()):
+        rel = sub.relative_to(root)
+        if not any(part.startswith("checkpoint") for part in rel.parts):
+            digest = weights_digest(sub)
+            if digest != "nofiles":
+                parts.append(f"{rel.as_posix()}={digest}")
+    if len(parts) == 1:
+        return parts[0].removeprefix(".=")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]

@@ -163,11 +163,11 @@ def _run_embedding_tasks(cfg: EvalConfig, result: EvalResult, timer: _Timer) -> 
 
 
 def _load_encoders(cfg: EvalConfig) -> tuple[Any, Any]:
-    from eval.encoders import load_student, load_teacher_encoder
+    from eval.encoders import load_student_encoder, load_teacher_encoder
 
     needs_student = set(cfg.modes) != {Mode.TEACHER} or cfg.fidelity
     student = (
-        load_student(
+        load_student_encoder(
             cfg.model,
             max_seq_length=cfg.max_seq_length,
             batch_size=cfg.batch_size,

@@ -82,7 +82,7 @@ class EvalConfig:
 
     Args:
         model: the student: a model string (local dir, offline-package id, HF id), a loaded
-            ``SentenceTransformer``, or any object with the :class:`embedkd.teachers.Teacher` protocol.
+            ``SentenceTransformer``, or any :class:`embedkd.encoders.Encoder`.
         tasks: task specs: ``beir:PATH``, ``sts:PATH``, an MTEB task name, or ``pairs:TASK:PATH``
             (DSE pair tasks, see :mod:`eval.pairs`).
         teacher: the teacher (model string, ``SentenceTransformer`` or ``Teacher``); needed by the

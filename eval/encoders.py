@@ -1,6 +1,7 @@
-"""Text encoders behind the mteb wrappers: texts + role in, float32 vectors out, each text embedded once.
+"""Text encoders behind the mteb wrappers, each an :class:`embedkd.encoders.Encoder` (texts + role in,
+float32 vectors out), each text embedded once.
 
-* :class:`SentenceTransformerEncoder` runs a student the way mteb's own wrapper does
+* :class:`~embedkd.encoders.SentenceTransformerEncoder` runs a student the way mteb's own wrapper does
   (``encode_query`` / ``encode_document`` / ``encode``), so scores match mteb's.
 * :class:`CachedTeacherEncoder` asks a :class:`~embedkd.teachers.Teacher` only through the on-disk
   :class:`~embedkd.cache.TeacherCache`: evaluating three students against one teacher embeds the
@@ -14,42 +15,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedkd.encoders import SentenceTransformerEncoder
 from embedkd.errors import EmbedkdError
 
+if TYPE_CHECKING:
+    from embedkd.encoders import Encoder
+    from embedkd.teachers import Teacher
+
 logger = logging.getLogger(__name__)
-
-
-class SentenceTransformerEncoder:
-    """A SentenceTransformer as a role-aware encoder.
-
-    Args:
-        model: a loaded ``SentenceTransformer``.
-        name: identity used in reports.
-        batch_size: encoding batch size.
-        show_progress: tqdm progress bars while encoding.
-    """
-
-    def __init__(self, model: Any, name: str, *, batch_size: int = 32, show_progress: bool = False) -> None:
-        self.model, self.id = model, name
-        self.batch_size, self.show_progress = batch_size, show_progress
-        self.dim = int(model.get_embedding_dimension())
-
-    def encode(self, texts: Sequence[str], role: str | None = None) -> np.ndarray:
-        """Embed ``texts``: ``role`` 'query'/'document' use the model's query/document path, ``None`` plain encode."""
-        fn = {"query": self.model.encode_query, "document": self.model.encode_document}.get(
-            role or "", self.model.encode
-        )
-        vecs = fn(
-            list(texts),
-            batch_size=self.batch_size,
-            show_progress_bar=self.show_progress,
-            convert_to_numpy=True,
-        )
-        return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim)
 
 
 class CachedTeacherEncoder:
@@ -60,7 +37,7 @@ class CachedTeacherEncoder:
 
     def __init__(
         self,
-        teacher: Any,
+        teacher: Teacher,
         *,
         cache_dir: str | Path | None = None,
         batch_size: int = 32,
@@ -73,39 +50,44 @@ class CachedTeacherEncoder:
         self.cache = TeacherCache.for_teacher(teacher, cache_dir)
         self.batch_size, self.show_progress = batch_size, show_progress
 
-    def encode(self, texts: Sequence[str], role: str | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        role: str | None = "document",
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
         """Embed ``texts`` through the cache (only texts it lacks reach the teacher)."""
         return self.cache.encode(
             self.teacher,
             list(texts),
-            role or "document",
-            batch_size=self.batch_size,
-            show_progress=self.show_progress,
+            role,
+            batch_size=batch_size or self.batch_size,
+            show_progress=self.show_progress if show_progress is None else show_progress,
         )
 
 
-class ProtocolEncoder:
-    """Any object with ``id``, ``dim`` and ``encode(texts, role)`` (the Teacher protocol), used as is."""
-
-    def __init__(self, encoder: Any) -> None:
-        self.inner, self.id, self.dim = encoder, str(encoder.id), int(encoder.dim)
-
-    def encode(self, texts: Sequence[str], role: str | None = None) -> np.ndarray:
-        return np.asarray(self.inner.encode(list(texts), role or "document"), dtype=np.float32)
-
-
 class MemoEncoder:
-    """Memoizes an encoder per (role, text) for the lifetime of one evaluation."""
+    """Memoizes an :class:`~embedkd.encoders.Encoder` per (role, text) for the lifetime of one evaluation."""
 
-    def __init__(self, encoder: Any) -> None:
-        self.inner, self.id, self.dim = encoder, encoder.id, encoder.dim
+    def __init__(self, encoder: Encoder) -> None:
+        self.inner, self.id, self.dim = encoder, str(encoder.id), int(encoder.dim)
         self._memo: dict[tuple[str | None, str], np.ndarray] = {}
         self.encoded = 0  # texts actually sent to the inner encoder
 
-    def encode(self, texts: Sequence[str], role: str | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        role: str | None = "document",
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts``; only texts not seen before with ``role`` reach the inner encoder."""
         missing = list(dict.fromkeys(t for t in texts if (role, t) not in self._memo))
         if missing:
-            vecs = self.inner.encode(missing, role)
+            vecs = self.inner.encode(missing, role, batch_size=batch_size, show_progress=show_progress)
             if vecs.shape != (len(missing), self.dim):
                 raise EmbedkdError(
                     f"encoder {self.id} returned shape {vecs.shape}, expected ({len(missing)}, {self.dim})"
@@ -124,10 +106,14 @@ def _model_name(spec: str) -> str:
     return _canonical_name(spec) if not Path(spec).expanduser().is_dir() else str(Path(spec).expanduser())
 
 
-def load_student(
+def load_student_encoder(
     model: Any, *, max_seq_length: int | None = None, batch_size: int = 32, show_progress: bool = False
 ) -> MemoEncoder:
-    """The student as a memoized encoder: a model string, a ``SentenceTransformer`` or a protocol object."""
+    """The student as a memoized encoder: a model string, a ``SentenceTransformer`` or an
+    :class:`~embedkd.encoders.Encoder` (used as is).
+
+    Not :func:`embedkd.students.load_student`, which loads the ``SentenceTransformer`` itself.
+    """
     from sentence_transformers import SentenceTransformer
 
     if isinstance(model, str):
@@ -138,7 +124,7 @@ def load_student(
     elif isinstance(model, SentenceTransformer):
         st, name = model, str(getattr(model.model_card_data, "base_model", None) or "student")
     elif hasattr(model, "encode") and hasattr(model, "dim") and hasattr(model, "id"):
-        return MemoEncoder(ProtocolEncoder(model))
+        return MemoEncoder(model)
     else:
         raise EmbedkdError(
             f"cannot use {type(model).__name__} as a model; give a path, id or SentenceTransformer"

@@ -2,7 +2,7 @@
 
 A pair task spec is ``pairs:TASK:PATH`` with ``TASK`` one of ``regression`` (STS-B style gold scores:
 Spearman/Pearson), ``binary`` (MRPC style 0/1: accuracy/F1) or ``nli`` (entailment/neutral/contradiction:
-accuracy), and ``PATH`` any pair file :func:`embedkd.methods.dse.data.load_pairs` reads (tsv/csv/jsonl, STS-B, MRPC,
+accuracy), and ``PATH`` any pair file :func:`embedkd.methods.dse.data.load_sentence_pairs` reads (tsv/csv/jsonl, STS-B, MRPC,
 SNLI formats). These are not embedding tasks, so they do not go through ``mteb``: every model is scored
 through its pair head (``score_pairs``) with :func:`embedkd.methods.dse.metrics.evaluate_pairs` — the DSE student
 (``--model``), the cross-encoder teacher (``--teacher``) and optionally the λ = 0 control (``--control``).
@@ -28,7 +28,7 @@ def is_pair_spec(spec: str) -> bool:
 
 def parse_pair_spec(spec: str):
     """``pairs:TASK:PATH`` → ``(PairTask, Path)``; raises :class:`ConfigError` naming the bad part."""
-    from embedkd.methods.dse.data import PairTask
+    from embedkd.methods.dse.labels import PairTask
 
     parts = str(spec)[len(PREFIX) :].split(":", 1)
     if len(parts) != 2 or not parts[1]:
@@ -45,12 +45,12 @@ def parse_pair_spec(spec: str):
 
 def load_pair_tasks(specs: list[str]) -> list[tuple[str, str, Any]]:
     """Read every pair task first (bad input fails before a model loads): ``[(spec, name, PairSet)]``."""
-    from embedkd.methods.dse.data import load_pairs
+    from embedkd.methods.dse.data import load_sentence_pairs
 
     out = []
     for spec in specs:
         task, path = parse_pair_spec(spec)
-        pairs = load_pairs(str(path), task)
+        pairs = load_sentence_pairs(str(path), task)
         if len(pairs) == 0:
             raise ConfigError(f"pair task {spec!r} holds no pairs")
         out.append((spec, f"{path.stem}-{task.value}", pairs))

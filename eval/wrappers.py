@@ -23,21 +23,23 @@ from eval.sweeps import OutputTransform
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
 
+    from embedkd.encoders import Encoder
+
 
 class RoutedEncoder(AbsEncoder):
     """An mteb encoder over a (query encoder, document encoder) pair.
 
     Args:
-        query_encoder: encodes ``prompt_type=query`` inputs (``encode(texts, role)``).
-        document_encoder: encodes documents and symmetric inputs.
+        query_encoder: the :class:`~embedkd.encoders.Encoder` of ``prompt_type=query`` inputs.
+        document_encoder: the encoder of documents and symmetric inputs (role ``None``).
         transform: applied to every batch of embeddings before mteb scores them.
         name: model name recorded in mteb's results.
     """
 
     def __init__(
         self,
-        query_encoder: Any,
-        document_encoder: Any,
+        query_encoder: Encoder,
+        document_encoder: Encoder,
         transform: OutputTransform | None = None,
         *,
         name: str,
@@ -74,7 +76,9 @@ class RoutedEncoder(AbsEncoder):
         return self.transform(encoder.encode(texts, role))
 
 
-def routed_model(mode: Mode, student: Any, teacher: Any | None, transform: OutputTransform) -> RoutedEncoder:
+def routed_model(
+    mode: Mode, student: Encoder, teacher: Encoder | None, transform: OutputTransform
+) -> RoutedEncoder:
     """The wrapper of one mode: (student, student), (teacher, teacher) or (student, teacher)."""
     query, document = {
         Mode.STUDENT: (student, student),

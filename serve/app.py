@@ -67,7 +67,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             svc.encode_queries, settings.batch_max_size, settings.batch_max_wait_ms, metrics.observe_batch
         )
         await batcher.start()
-        await batcher.encode(["warm-up"])  # first forward pass allocates; keep it off the first request
+        await batcher.submit(["warm-up"])  # first forward pass allocates; keep it off the first request
         app.state.service, app.state.batcher = svc, batcher
         follower = None
         if svc.read_only and settings.refresh_seconds > 0:

@@ -36,7 +36,7 @@ class _Job:
 
 
 class MicroBatcher:
-    """Groups concurrent :meth:`encode` / :meth:`submit` calls into batched calls of ``fn``.
+    """Groups concurrent :meth:`submit` calls into batched calls of ``fn``.
 
     Args:
         fn: ``texts -> (vectors, truncated flags)``; runs in the batcher's own thread.
@@ -82,10 +82,6 @@ class MicroBatcher:
         job = _Job(list(texts), then, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
         return await job.future
-
-    async def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Vectors and truncation flags of ``texts``."""
-        return await self.submit(texts)
 
     async def _collect(self) -> list[_Job]:
         assert self._queue is not None

@@ -14,6 +14,7 @@ import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from embedkd.errors import EmbedkdError
 from serve.index import IndexMeta, IndexSpec, IndexType, VectorIndex, hnsw_params, ivfpq_params
 from serve.snapshot import write_meta, write_snapshot
 from serve.store import DocStore, Document
+
+if TYPE_CHECKING:
+    from embedkd.teachers import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ def read_corpus(path: str | Path, max_docs: int | None = None) -> list[Document]
 
 def build_index(
     corpus: str | Path,
-    teacher,
+    teacher: Teacher,
     index_dir: str | Path,
     spec: IndexSpec | None = None,
     *,
@@ -139,15 +143,7 @@ def build_index(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        store = DocStore(tmp / STORE_FILE)
-        records = store.upsert(docs, vectors, log=False)
-        store.close()
-        index = VectorIndex.create(meta)
-        if not index.is_trained:
-            index.train(_sample(vectors, meta.params["train_size"], spec.seed))
-        index.add([r.vid for r in records], vectors)
-        write_meta(tmp, meta)
-        write_snapshot(tmp, index, applied_seq=0)
+        _write_index_dir(tmp, docs, vectors, meta, spec.seed)
         _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,7 +152,24 @@ def build_index(
     return meta
 
 
-def _meta_for(teacher, teacher_name: str | None, n: int, spec: IndexSpec, normalize: bool) -> IndexMeta:
+def _write_index_dir(
+    folder: Path, docs: list[Document], vectors: np.ndarray, meta: IndexMeta, seed: int
+) -> None:
+    """Fill ``folder``: the documents, the trained index holding ``vectors``, its meta and first snapshot."""
+    store = DocStore(folder / STORE_FILE)
+    records = store.upsert(docs, vectors, log=False)
+    store.close()
+    index = VectorIndex.create(meta)
+    if not index.is_trained:
+        index.train(_sample(vectors, meta.params["train_size"], seed))
+    index.add([r.vid for r in records], vectors)
+    write_meta(folder, meta)
+    write_snapshot(folder, index, applied_seq=0)
+
+
+def _meta_for(
+    teacher: Teacher, teacher_name: str | None, n: int, spec: IndexSpec, normalize: bool
+) -> IndexMeta:
     kind = IndexType(spec.index_type)
     params = {IndexType.FLAT: {}, IndexType.HNSW: hnsw_params(n, spec)}.get(kind)
     if params is None:

@@ -9,28 +9,49 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embedkd.encoders import SentenceTransformerEncoder
 from embedkd.errors import ConfigError
 from serve.index import IndexMeta
+
+if TYPE_CHECKING:
+    from embedkd.teachers import Teacher
 
 logger = logging.getLogger(__name__)
 
 
-class QueryEncoder:
-    """A SentenceTransformer used for queries (its ``query`` prompt applied when it has one).
+class QueryEncoder(SentenceTransformerEncoder):
+    """The student as the service's query :class:`~embedkd.encoders.Encoder`, plus truncation flags.
+
+    :meth:`encode` embeds queries (the model's ``query`` prompt or route) in one forward pass;
+    :meth:`truncated` tells which texts the model's ``max_seq_length`` cuts.
 
     Args:
         model: the loaded SentenceTransformer.
-        name: what to report as the model (path or id).
+        name: what to report as the model (path or id); also its :attr:`id`.
     """
 
     def __init__(self, model, name: str) -> None:
-        self.model, self.name = model, name
-        self.dim = int(model.get_embedding_dimension())
+        super().__init__(model, name)
+        self.name = name
         self.max_seq_length = int(model.max_seq_length or 512)
         self.tokenizer = model.tokenizer
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        role: str | None = "query",
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` as ``role`` (queries by default), all of them in one forward pass by default."""
+        return super().encode(
+            texts, role, batch_size=batch_size or max(1, len(texts)), show_progress=show_progress
+        )
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text before truncation (special tokens included)."""
@@ -39,13 +60,9 @@ class QueryEncoder:
         ]
         return [len(x) for x in ids]
 
-    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """One forward pass over ``texts``; returns float32 vectors and which texts were truncated."""
-        truncated = [n > self.max_seq_length for n in self.token_counts(texts)]
-        vecs = self.model.encode_query(
-            list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True, show_progress_bar=False
-        )
-        return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim), truncated
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """Which of ``texts`` are longer than ``max_seq_length`` tokens (and so embedded cut)."""
+        return [n > self.max_seq_length for n in self.token_counts(texts)]
 
 
 def load_query_encoder(
@@ -89,7 +106,7 @@ def load_query_encoder(
     return encoder
 
 
-def load_index_teacher(spec: str, meta: IndexMeta, *, device: str | None = None):
+def load_index_teacher(spec: str, meta: IndexMeta, *, device: str | None = None) -> Teacher:
     """Load the document teacher for writes and check it is the one that built the index.
 
     The sequence length recorded in the index is used, so the same string that built the index

@@ -96,7 +96,7 @@ async def embed(body: EmbedRequest, svc: Service, batcher: Batcher, settings: Se
     """Embed texts: ``role=query`` with the student, ``role=document`` with the teacher (cached)."""
     _limit("number of texts", len(body.texts), settings.max_queries)
     if body.role == "query":
-        vectors, truncated = await batcher.encode(body.texts)
+        vectors, truncated = await batcher.submit(body.texts)
         return EmbedResponse(
             embeddings=vectors.tolist(),
             dim=svc.meta.dim,

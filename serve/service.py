@@ -240,7 +240,7 @@ class SearchService:
     # ------------------------------------------------------------------ reads
     def encode_queries(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """Student vectors of ``texts`` (one forward pass) and which were truncated."""
-        return self.encoder.encode(texts)
+        return self.encoder.encode(texts, "query"), self.encoder.truncated(texts)
 
     def check_filter(self, filters: dict | None) -> None:
         if filters:

@@ -131,7 +131,11 @@ class HashEncoder(QueryEncoder):
     """Query encoder in the same hashed space (a query equal to a document's text finds it)."""
 
     def __init__(self) -> None:
-        self.name, self.dim, self.max_seq_length = "hash-student", DIM, 8
+        self.id = self.name = "hash-student"
+        self.dim, self.max_seq_length = DIM, 8
 
-    def encode(self, texts):
-        return np.stack([_vec(t) for t in texts]), [len(t.split()) > 8 for t in texts]
+    def encode(self, texts, role="query", *, batch_size=None, show_progress=None):
+        return np.stack([_vec(t) for t in texts])
+
+    def truncated(self, texts):
+        return [len(t.split()) > 8 for t in texts]

@@ -9,20 +9,20 @@ import pytest
 from dclip_fixtures import COLORS, make_flickr_folder, make_image
 
 from embedkd.errors import EmbedkdError
-from embedkd.methods.dclip.data import load_pairs, split_by_image, unique_images
+from embedkd.methods.dclip.data import load_image_captions, split_by_image, unique_images
 from embedkd.methods.dclip.metrics import keyword_labels, retrieval_metrics
 
 
 def test_flickr_csv_and_token_formats(tmp_path):
     folder = make_flickr_folder(tmp_path / "f")
-    pairs = load_pairs(folder)
+    pairs = load_image_captions(folder)
     assert len(pairs) == 16 and len(unique_images(pairs)) == 8
     assert pairs[0].image == folder / "images" / "red_square.jpg"
     assert pairs[0].caption == "a red square on grey paper ."
     token = tmp_path / "f" / "Flickr8k.token.txt"
     token.write_text("red_square.jpg#0\tA red square .\nred_square.jpg#1\tSomething red .\n")
-    assert [p.caption for p in load_pairs(token)] == ["A red square .", "Something red ."]
-    assert len(load_pairs(folder, max_samples=3)) == 3
+    assert [p.caption for p in load_image_captions(token)] == ["A red square .", "Something red ."]
+    assert len(load_image_captions(folder, max_samples=3)) == 3
 
 
 def test_coco_json(tmp_path):
@@ -33,7 +33,7 @@ def test_coco_json(tmp_path):
         "annotations": [{"image_id": 1, "caption": " a blue square "}, {"image_id": 1, "caption": "blue"}],
     }
     (tmp_path / "captions_train.json").write_text(json.dumps(data))
-    pairs = load_pairs(tmp_path)
+    pairs = load_image_captions(tmp_path)
     assert [(p.image.name, p.caption) for p in pairs] == [
         ("000001.jpg", "a blue square"),
         ("000001.jpg", "blue"),
@@ -41,7 +41,7 @@ def test_coco_json(tmp_path):
     data["annotations"].append({"image_id": 9, "caption": "orphan"})
     (tmp_path / "captions_train.json").write_text(json.dumps(data))
     with pytest.raises(EmbedkdError, match="image_id 9"):
-        load_pairs(tmp_path)
+        load_image_captions(tmp_path)
 
 
 def test_missing_and_unreadable_images_are_named(tmp_path):
@@ -49,20 +49,20 @@ def test_missing_and_unreadable_images_are_named(tmp_path):
     with (folder / "captions.txt").open("a") as f:
         f.write("gone.jpg,a caption for nothing .\n")
     with pytest.raises(EmbedkdError, match=r"names 1 image\(s\) missing .*gone\.jpg"):
-        load_pairs(folder)
+        load_image_captions(folder)
     folder2 = make_flickr_folder(tmp_path / "g")
     (folder2 / "images" / "red_square.jpg").write_bytes(b"\x00not a jpeg")
     with pytest.raises(EmbedkdError, match="cannot read image .*red_square.jpg"):
-        load_pairs(folder2)
+        load_image_captions(folder2)
     (folder2 / "captions.txt").write_text("file,text\nx.jpg,y\n")
     with pytest.raises(EmbedkdError, match="image,caption"):
-        load_pairs(folder2)
+        load_image_captions(folder2)
     with pytest.raises(EmbedkdError, match="does not exist"):
-        load_pairs(tmp_path / "nope")
+        load_image_captions(tmp_path / "nope")
 
 
 def test_split_is_by_image_and_deterministic(tmp_path):
-    pairs = load_pairs(make_flickr_folder(tmp_path / "f"))
+    pairs = load_image_captions(make_flickr_folder(tmp_path / "f"))
     train, test = split_by_image(pairs, test_images=3, seed=0)
     assert len({p.image for p in test}) == 3 and len(train) + len(test) == len(pairs)
     assert not {p.image for p in train} & {p.image for p in test}
@@ -86,7 +86,7 @@ def test_retrieval_metrics_exact_values():
 
 
 def test_keyword_labels(tmp_path):
-    pairs = load_pairs(make_flickr_folder(tmp_path / "f"))
+    pairs = load_image_captions(make_flickr_folder(tmp_path / "f"))
     paths, labels = keyword_labels(pairs, ["red", "blue", "grey"], min_votes=2)
     # red/blue images tie with "grey" (no single winner); green/white ones are only "grey"
     assert [p.name for p in paths] == [

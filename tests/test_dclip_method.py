@@ -168,7 +168,7 @@ def test_progressive_unfreeze_schedule(tiny_clip):
 
 
 def test_student_batches_carry_the_teacher_targets_of_their_own_pairs():
-    from embedkd.methods.dclip.train import StudentData
+    from embedkd.methods.dclip.features import StudentData
 
     n_img, n_cap = 3, 6
     image_index = torch.tensor([0, 0, 1, 1, 2, 2])
@@ -186,3 +186,45 @@ def test_student_batches_carry_the_teacher_targets_of_their_own_pairs():
     assert batch["groups"].tolist() == [2, 1, 1]
     assert batch["teacher_image"][:, 0].tolist() == [5.0, 2.0, 3.0]
     assert batch["teacher_text"][:, 0].tolist() == [-5.0, -2.0, -3.0]
+
+
+def test_python_api_runs_dclip_with_the_student_as_frozen_clip(tmp_path, tiny_clip, flickr):
+    import embedkd
+
+    out = tmp_path / "api"
+    # no --teacher: the teacher is built on the student's CLIP; no --max-steps: one epoch of 16 pairs;
+    # --resume on an empty output starts both stages from scratch
+    result = embedkd.distill(
+        method="dclip",
+        student=tiny_clip,
+        data=flickr,
+        output=out,
+        epochs=1,
+        batch_size=8,
+        teacher_steps=2,
+        cache_dir=tmp_path / "regions",
+        detector="grid:1,2",
+        resume=True,
+    )
+    assert result == out and (out / "model.safetensors").is_file()
+    run = json.loads((out / "dclip_run.json").read_text())
+    assert run["teacher_clip"] == str(tiny_clip) and run["train_pairs"] == 16
+    assert run["config"]["method"] == "dclip" and run["config"]["max_steps"] == 2
+    assert run["config"]["teacher"] == str(tiny_clip) and run["data"] == [str(flickr)]
+    assert "student 2 (batch 8" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--batch-size", "0"), "--batch-size must be >= 1, got 0"),
+        (("--teacher-steps", "0"), "--teacher-steps must be >= 1, got 0"),
+        (("--distill-weight", "-1"), "--distill-weight must be >= 0, got -1.0"),
+        (("--teacher-temperature", "0"), "--teacher-temperature must be > 0, got 0.0"),
+    ],
+)
+def test_bad_option_is_one_error_line_before_any_work(tmp_path, extra, message, capsys):
+    argv = ["distill", "--method", "dclip", "--student", "clip", "--data", "d", "--output"]
+    assert main([*argv, str(tmp_path / "out"), *extra]) == 2
+    _one_error_line(capsys, message)
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from embedkd.cli import main
@@ -71,6 +73,28 @@ def test_teacher_output_size_mismatch(tmp_path, capsys, ce_paths, tiny_st_factor
     assert "outputs 3 logit(s) but --task regression needs 1" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--lambda", "2"), "--lambda must lie in [0, 1], got 2.0"),
+        (("--head-hidden", "0"), "--head-hidden must be >= 1, got 0"),
+        (("--resume",), "--resume given but"),
+    ],
+)
+def test_bad_options_give_one_error_line(tmp_path, capsys, ce_paths, tiny_st_factory, extra, message):
+    data = write_pairs(tmp_path / "p.tsv", [1, 0])
+    assert main(_distill(ce_paths[1], tiny_st_factory(), data, tmp_path / "o", "binary", *extra)) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_task_is_required(tmp_path, capsys, ce_paths, tiny_st_factory):
+    argv = _distill(ce_paths[1], tiny_st_factory(), tmp_path / "p.tsv", tmp_path / "o", "binary")
+    argv = argv[: argv.index("--task")] + argv[argv.index("--task") + 2 :]
+    assert main(argv) == 2
+    assert "--task is required for --method dse" in _error_lines(capsys)[0]
+
+
 def test_bad_lambda_and_unlabelled_control(tmp_path, capsys, ce_paths, tiny_st_factory):
     data = write_pairs(tmp_path / "p.tsv", [1, 0])
     assert (
@@ -93,6 +117,10 @@ def test_teacher_command_errors(tmp_path, capsys, minilm_path):
     assert "have no label" in _error_lines(capsys)[0]
     assert main([*args[:-1], str(tmp_path / "missing.tsv"), "--task", "binary", "--output", "x"]) == 2
     assert "does not exist" in _error_lines(capsys)[0]
+    assert main(["-q", "teacher", "cross-encoder", *args[5:], "--task", "nli", "--output", "x"]) == 2
+    assert "--init is required" in _error_lines(capsys)[0]
+    assert main([*args, "--task", "nli", "--output", "x", "--lr", "0"]) == 2
+    assert "--lr must be > 0, got 0.0" in _error_lines(capsys)[0]
 
 
 def test_teacher_command_trains_a_cross_encoder(tmp_path, capsys, tiny_st_factory):
@@ -115,4 +143,7 @@ def test_teacher_command_trains_a_cross_encoder(tmp_path, capsys, tiny_st_factor
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
     teacher = CrossEncoderTeacher(str(out), "nli", cache_dir=tmp_path / "cache")
     assert teacher.score_pairs(["a"], ["b"]).shape == (1, 3)
-    assert (out / "embedkd_teacher.json").exists()
+    meta = json.loads((out / "embedkd_teacher.json").read_text())
+    keys = {"init", "task", "pairs", "epochs", "max_steps", "batch_size", "lr", "max_length", "seed"}
+    assert keys | {"max_samples", "steps", "pairs_seen"} <= set(meta)
+    assert (meta["task"], meta["pairs"], meta["steps"], meta["batch_size"]) == ("nli", [str(data)], 1, 3)

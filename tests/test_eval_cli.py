@@ -49,9 +49,24 @@ def test_eval_command_end_to_end(tiny_st_factory, data, tmp_path, capsys):
     assert results["command"] == "embedkd -q " + " ".join(argv)
     assert len(results["results"]) == 2 * 3 * 2 * 2  # tasks x modes x dims x precisions
     assert {r["task"] for r in results["results"]} == {"beir-mini", "sts-mini"}
-    assert all(
-        0.0 <= r["main_score"] <= 1.0 and r["ratio_to_teacher"] is not None for r in results["results"]
-    )
+    teacher = {
+        (r["task"], r["dim"], r["precision"]): r["main_score"]
+        for r in results["results"]
+        if r["mode"] == "teacher"
+    }
+    full = {
+        task: score
+        for (task, dim, precision), score in teacher.items()
+        if (dim, precision) == (32, "float32")
+    }
+    for r in results[
+        "results"
+    ]:  # every row divided by the teacher's row at its dim/precision, and at full float32
+        assert 0.0 < r["main_score"] <= 1.0
+        assert r["ratio_to_teacher"] == pytest.approx(
+            r["main_score"] / teacher[r["task"], r["dim"], r["precision"]]
+        )
+        assert r["ratio_to_teacher_full_float32"] == pytest.approx(r["main_score"] / full[r["task"]])
     assert set(results["fidelity"]) == {"beir-mini", "sts-mini"}
     assert {p.name for p in out.glob("*.png")} == {
         f"plot_{t}_{a}.png" for t in ("beir-mini", "sts-mini") for a in ("dims", "precision")

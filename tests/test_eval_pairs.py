@@ -12,7 +12,7 @@ from embedkd.cli import main
 
 @pytest.fixture(scope="module")
 def dse_models(tmp_path_factory, tiny_st_factory, minilm_path):
-    from embedkd.methods.dse.api import distill_dse
+    from embedkd.methods.dse import distill_dse
 
     root = tmp_path_factory.mktemp("evalpairs")
     teacher = build_tiny_cross_encoder(root / "ce", minilm_path, 1)
@@ -25,7 +25,7 @@ def dse_models(tmp_path_factory, tiny_st_factory, minilm_path):
 
 
 def test_pair_task_rows_are_the_pair_heads_own_scores(dse_models, tmp_path, capsys):
-    from embedkd.methods.dse.data import load_pairs
+    from embedkd.methods.dse.data import load_sentence_pairs
     from embedkd.methods.dse.metrics import evaluate_pairs
     from embedkd.methods.dse.student import load_dse_student
     from embedkd.methods.dse.teacher import CrossEncoderTeacher
@@ -45,7 +45,7 @@ def test_pair_task_rows_are_the_pair_heads_own_scores(dse_models, tmp_path, caps
     rows = {r["mode"]: r for r in report["results"]}
     assert set(rows) == {"student", "teacher", "control"}
     assert report["control"] == m["control"] and all(r["main_metric"] == "accuracy" for r in rows.values())
-    pairs = load_pairs(str(m["test"]), "binary")
+    pairs = load_sentence_pairs(str(m["test"]), "binary")
     expected = {
         "student": evaluate_pairs(load_dse_student(m["student"]), pairs),
         "control": evaluate_pairs(load_dse_student(m["control"]), pairs),

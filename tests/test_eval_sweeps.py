@@ -38,7 +38,8 @@ def test_binary_codes_are_signs():
 
 def test_output_transform():
     emb = np.array([[3.0, 4.0, -1.0]], dtype=np.float32)
-    assert OutputTransform()(emb) is not None and OutputTransform().is_identity
+    assert OutputTransform().is_identity
+    np.testing.assert_array_equal(OutputTransform()(emb), emb)  # identity: the vectors unchanged
     np.testing.assert_array_equal(OutputTransform(dim=2, precision=Precision.BINARY)(emb), [[1, 1]])
     assert OutputTransform(dim=256, precision=Precision.INT8).label == "256d/int8"
 

@@ -239,3 +239,23 @@ def test_offline_unknown_model(offline):
     message = str(info.value)
     assert "'acme-nonexistent/unknown-model-xyz'" in message and "offline" in message
     assert "pip install" not in message  # no package is known to provide it
+
+
+def test_model_digest_reads_module_subfolders(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "2_Dense").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"body weights")
+    (folder / "README.md").write_text("not weights")
+    top_only = hub.model_digest(folder)
+    assert top_only == hub.weights_digest(folder)  # weights at the top only: the plain digest
+    assert top_only == hashlib.sha256(b"body weights").hexdigest()[:12]
+    (folder / "2_Dense" / "model.safetensors").write_bytes(b"projection v1")
+    with_dense = hub.model_digest(folder)
+    assert with_dense != top_only and len(with_dense) == 12
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "model.safetensors").write_bytes(b"an old checkpoint")
+    (folder / "README.md").write_text("edited card")
+    assert hub.model_digest(folder) == with_dense  # neither checkpoints nor cards count
+    (folder / "2_Dense" / "model.safetensors").write_bytes(b"projection v2")  # body unchanged
+    assert hub.model_digest(folder) not in (with_dense, top_only)
+    assert hub.weights_digest(tmp_path / "empty") == "nofiles"

@@ -91,7 +91,16 @@ def test_augmented_texts_are_teacher_labelled_and_trained_on(models, data_file, 
     assert len(cache) == n_train + 24 + n_aug  # every augmented text was labelled by the teacher
 
 
-def test_black_box_teacher_from_precomputed_vectors(models, tmp_path):
+def test_black_box_teacher_from_precomputed_vectors(models, tmp_path, monkeypatch):
+    from sentence_transformers.sentence_transformer import losses
+
+    matryoshka, real_loss = [], losses.MatryoshkaLoss
+
+    def spy(model, loss, matryoshka_dims, *args, **kwargs):
+        matryoshka.append(list(matryoshka_dims))
+        return real_loss(model, loss, matryoshka_dims, *args, **kwargs)
+
+    monkeypatch.setattr(losses, "MatryoshkaLoss", spy)
     teacher = SentenceTransformer(models["teacher"], device="cpu")
     np.save(tmp_path / "vecs.npy", teacher.encode(TEXTS))
     (tmp_path / "vecs.txt").write_text("\n".join(TEXTS) + "\n")
@@ -119,6 +128,8 @@ def test_black_box_teacher_from_precomputed_vectors(models, tmp_path):
     )
     assert rc == 0
     assert SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["x"]).shape == (1, 48)
+    assert matryoshka == [[48, 16]]  # --matryoshka-dims 16: trained at the full 48 dims and at 16
+    assert json.loads((tmp_path / "out" / "embedkd_fidelity.json").read_text())["matryoshka_dims"] == [16]
 
 
 def test_resume_continues_from_the_last_checkpoint(models, data_file, tmp_path):

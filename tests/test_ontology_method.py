@@ -8,10 +8,12 @@ import random
 import pytest
 from ontology_helpers import write_tiny
 
-from embedkd.cli import main
+import embedkd
+from embedkd.cli import build_parser, main
+from embedkd.cli.options import config_from_args
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.methods.ontology.api import OntologyDistillConfig
-from embedkd.methods.ontology.train import sample_lists, sample_pairs, scored_lists, training_lineage
+from embedkd.methods.ontology import OntologyConfig, training_lineage
+from embedkd.methods.ontology.pairs import sample_pairs, split_heldout
 from embedkd.ontology import ConceptSets, SetIndex, TverskySimilarity, load_ontologies
 
 PHRASES = [
@@ -65,51 +67,60 @@ def test_sample_pairs_rare_share_favours_rare_concepts(tmp_path):
         sample_pairs(index, 5, 0.6, seed=0, rare_fraction=0.6)
 
 
-def test_sample_lists_mix_teacher_neighbours_and_random_documents(tmp_path):
-    graph = load_ontologies([write_tiny(tmp_path)["tsv"]])
-    sim = TverskySimilarity(graph)
-    docs = [ConceptSets.from_ids([f"T:{2 + i % 5}"]) for i in range(60)] + [ConceptSets()] * 4
-    index = SetIndex(sim, docs)
-    lists = sample_lists(index, 128, 6, seed=0)
-    assert len(lists) == 128
-    lower = 0
-    for a, cands in lists:
-        assert len(cands) == len(set(cands)) == 6 and a not in cands
-        top = {d for d, _ in index.search(index.profiles[a], k=10, exclude=a)}
-        assert top & set(cands)  # the teacher's neighbours are always in the list
-        lower += len(set(cands) - top)
-    assert lower >= len(lists)  # and on average at least one document it ranks lower
-    anchors = [a for a, _ in lists]
-    assert sorted(anchors) == sorted(list(range(64)) * 2)  # every document anchors equally often
-    data = scored_lists([f"t{i}" for i in range(64)], sim, docs, 4, 6, seed=0)
-    assert list(data) == ["anchor", *(f"candidate_{i}" for i in range(1, 7)), "label"]
-    assert all(len(row) == 6 and all(0 <= x <= 1 for x in row) for row in data["label"])
-    assert max(max(row) for row in data["label"]) == 1.0  # same-concept neighbours score 1
-    with pytest.raises(EmbedkdError, match="64 texts cannot make lists of 64 candidates"):
-        sample_lists(index, 1, 64, seed=0)
-
-
 def test_config_validation():
     with pytest.raises(ConfigError, match="--hard-fraction"):
-        OntologyDistillConfig(data=("x",), hard_fraction=2).validate()
+        OntologyConfig(data=("x",), hard_fraction=2)
     with pytest.raises(ConfigError, match="--rare-fraction"):
-        OntologyDistillConfig(data=("x",), hard_fraction=0.5, rare_fraction=0.6).validate()
-    with pytest.raises(ConfigError, match="no --data"):
-        OntologyDistillConfig().validate()
-    with pytest.raises(ConfigError, match="alpha"):
-        OntologyDistillConfig(data=("x",), alpha=3).validate()
-    with pytest.raises(ConfigError, match="--student-num-layers must be >= 1, got 0"):
-        OntologyDistillConfig(data=("x",), student_num_layers=0).validate()
+        OntologyConfig(data=("x",), hard_fraction=0.5, rare_fraction=0.6)
+    with pytest.raises(ConfigError, match="--data is empty"):
+        OntologyConfig()
+    with pytest.raises(ConfigError, match="--alpha must be in"):
+        OntologyConfig(data=("x",), alpha=3)
+    with pytest.raises(ConfigError, match="--student-num-layers must be > 0, got 0"):
+        OntologyConfig(data=("x",), student_num_layers=0)
     with pytest.raises(ConfigError, match="needs a transformer student"):
-        OntologyDistillConfig(data=("x",), student="static:m", student_num_layers=2).validate()
-    with pytest.raises(ConfigError, match="--list-size must be >= 2 candidates, got 1"):
-        OntologyDistillConfig(data=("x",), loss="listwise", list_size=1).validate()
-    with pytest.raises(ConfigError, match="--pairs 5 makes no list of --list-size 8"):
-        OntologyDistillConfig(data=("x",), loss="listwise", pairs=5).validate()
-    with pytest.raises(ConfigError, match=r"no --synthetic-fraction \(0.2\)"):
-        OntologyDistillConfig(data=("x",), loss="listwise", synthetic_fraction=0.2).validate()
-    with pytest.raises(ConfigError, match="--pair-loss 'mse' unknown"):
-        OntologyDistillConfig(data=("x",), loss="mse").validate()
+        OntologyConfig(data=("x",), student="static:m", student_num_layers=2)
+    with pytest.raises(ConfigError, match="--pair-loss must be one of cosent, cosine, got 'mse'"):
+        OntologyConfig(data=("x",), loss="mse")
+    with pytest.raises(ConfigError, match="--ontologies is empty"):
+        OntologyConfig(data=("x",), ontologies=())
+    with pytest.raises(ConfigError, match="--pairs must be >= 1, got 0"):
+        OntologyConfig(data=("x",), pairs=0)
+    with pytest.raises(ConfigError, match="--heldout-pairs must be >= 0"):
+        OntologyConfig(data=("x",), heldout_pairs=-1)
+    config = OntologyConfig(data="reports.csv", student="static:m")
+    assert config.data == ("reports.csv",) and config.ontologies == ("chest-xray",)
+    assert config.lr == 2e-5 and config.teacher == "" and config.output == "runs/ontology-student"
+
+
+def test_teacher_with_ontology_method_is_one_clear_error(tmp_path, capsys):
+    code = main(
+        ["distill", "--method", "ontology", "--teacher", "chest-xray", "--data", str(tmp_path / "r.csv")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--method ontology takes its ontologies with --ontologies" in err[0]
+    assert "--teacher names a model" in err[0]
+
+
+def test_unknown_option_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown option.*bogus.*'ontology'"):
+        embedkd.distill(method="ontology", data=[str(tmp_path / "r.csv")], bogus=1)
+
+
+def test_ontologies_flag_takes_spaces_and_commas():
+    argv = ["distill", "--method", "ontology", "--ontologies", "chest-xray,a.obo", "b.tsv", "--data", "r.csv"]
+    argv += ["--pair-loss", "cosine", "--text-columns", "findings", "impression"]
+    config = config_from_args(OntologyConfig, build_parser(argv).parse_args(argv))
+    assert config.ontologies == ("chest-xray", "a.obo", "b.tsv")
+    assert config.loss == "cosine" and config.text_columns == ("findings", "impression")
+
+
+def test_split_heldout_is_seeded_and_capped():
+    texts = [f"t{i}" for i in range(20)]
+    train, held = split_heldout(texts, 10, None, seed=3)
+    assert len(held) == 4 and len(train) == 16 and not set(train) & set(held)  # at most a fifth held out
+    assert split_heldout(texts, 10, 5, seed=3) == (train[:5], held)  # same held-out texts when cut
 
 
 def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
@@ -123,7 +134,7 @@ def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
             "distill",
             "--method",
             "ontology",
-            "--teacher",
+            "--ontologies",
             str(tiny["tsv"]),
             "--student",
             tiny_st_factory(),
@@ -157,7 +168,8 @@ def test_distill_tiny_end_to_end(tmp_path, tiny_st_factory, capsys):
     report = json.loads((out / "embedkd_ontology.json").read_text())
     assert report["steps"] == 3 and report["train_pairs"] == 40 and report["heldout_texts"] == 5
     assert report["student_num_layers"] == 1
-    assert report["method"] == "ontology"
+    assert report["method"] == "ontology" and report["loss"] == "cosent"
+    assert report["config"]["ontologies"] == [str(tiny["tsv"])] and report["config"]["teacher"] == ""
     card = (out / "README.md").read_text()
     assert "Ontology teacher fidelity" in card and "weighted Tversky" in card
 
@@ -177,37 +189,20 @@ def _tiny_distill_kwargs(tmp_path, **overrides) -> dict:
     return {**base, **overrides}
 
 
-def test_listwise_distill_tiny_trains_and_reports(tmp_path, tiny_st_factory):
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    from embedkd.methods.ontology.api import distill
-
-    start = tiny_st_factory()
-    out = distill(
-        student=start,
-        output=tmp_path / "student",
-        loss="listwise",
-        list_size=4,
-        max_steps=2,
-        batch_size=3,
-        **_tiny_distill_kwargs(tmp_path),
-    )
-    report = json.loads((out / "embedkd_ontology.json").read_text())
-    assert report["loss"] == "listwise" and report["list_size"] == 4
-    assert report["train_pairs"] == 40 and report["steps"] == 2  # 10 lists of 4 scored candidates
-    before = SentenceTransformer(start, device="cpu")[0].auto_model.state_dict()
-    after = SentenceTransformer(str(out), device="cpu")[0].auto_model.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)  # the KL loss moved the weights
-
-
 def test_continued_training_records_its_lineage(tmp_path, tiny_st_factory):
-    from embedkd.methods.ontology.api import distill
-
     start = tiny_st_factory()
     common = _tiny_distill_kwargs(tmp_path, batch_size=4)
-    first = distill(student=start, output=tmp_path / "first", max_steps=2, **common)
-    second = distill(student=str(first), output=tmp_path / "second", max_steps=3, rare_fraction=0.5, **common)
+    first = embedkd.distill(
+        method="ontology", student=start, output=tmp_path / "first", max_steps=2, **common
+    )
+    second = embedkd.distill(
+        method="ontology",
+        student=str(first),
+        output=tmp_path / "second",
+        max_steps=3,
+        rare_fraction=0.5,
+        **common,
+    )
     assert "lineage" not in json.loads((first / "embedkd_ontology.json").read_text())
     report = json.loads((second / "embedkd_ontology.json").read_text())
     assert [r["output"] for r in report["lineage"]] == [str(first), str(second)]
@@ -236,7 +231,7 @@ def test_distill_bad_ontology_is_one_error(tmp_path, tiny_st_factory, capsys):
             "distill",
             "--method",
             "ontology",
-            "--teacher",
+            "--ontologies",
             str(bad),
             "--student",
             tiny_st_factory(),

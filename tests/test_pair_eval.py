@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from embedkd.errors import EmbedkdError
-from embedkd.methods.dse.data import PairSet, PairTask
+from embedkd.methods.dse.data import PairSet
+from embedkd.methods.dse.labels import PairTask
 from embedkd.methods.dse.metrics import evaluate_pairs, pair_metrics, relative_drop
 
 

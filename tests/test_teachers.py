@@ -14,11 +14,11 @@ import pytest
 
 from embedkd.cache import TeacherCache
 from embedkd.errors import EmbedkdError
+from embedkd.hub import model_digest
 from embedkd.teachers import (
     HTTPTeacher,
     PrecomputedTeacher,
     SentenceTransformerTeacher,
-    Teacher,
     load_teacher,
 )
 
@@ -34,13 +34,15 @@ def tiny_model(tiny_st_factory):
 
 def test_st_teacher_without_prompts(tiny_model):
     teacher = SentenceTransformerTeacher(tiny_model, name="tiny")
-    assert isinstance(teacher, Teacher)
     assert teacher.dim == 32 and teacher.id == "st:tiny@seq64"
     assert teacher.prompt("query") == teacher.prompt("document") == ""
     texts = ["a short sentence", "another one"]
     out = teacher.encode(texts, "query")
     assert out.dtype == np.float32 and out.shape == (2, 32)
     np.testing.assert_allclose(out, tiny_model.encode(texts), rtol=1e-5, atol=1e-6)
+    # the whole Teacher protocol call, keywords included: same vectors whatever the batch size
+    batched = teacher.encode(texts, role="query", batch_size=1, show_progress=False)
+    np.testing.assert_allclose(batched, out, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(teacher.encode(texts, "document"), out, rtol=1e-5, atol=1e-6)
     assert teacher.encode([], "query").shape == (0, 32)
     with pytest.raises(EmbedkdError, match="unknown role 'passage'"):
@@ -56,7 +58,8 @@ def test_st_teacher_uses_query_and_document_prompts(tiny_st_factory, tmp_path):
     model.save(str(tmp_path / "prompted"))
     teacher = SentenceTransformerTeacher(str(tmp_path / "prompted"), max_seq_length=32)
     assert teacher.prompt("query") == "query: " and teacher.prompt("document") == "passage: "
-    assert teacher.id.startswith(f"st:{(tmp_path / 'prompted').resolve()}@seq32:w")
+    folder = (tmp_path / "prompted").resolve()
+    assert teacher.id == f"st:{folder}@seq32:w{model_digest(folder)[:10]}"  # the folder's weights in its id
     texts = ["what is a cat", "cats are small felines"]
     query, doc = teacher.encode(texts, "query"), teacher.encode(texts, "document")
     np.testing.assert_allclose(query, model.encode(["query: " + t for t in texts], prompt=""), atol=1e-5)
@@ -248,7 +251,7 @@ def server(_server, monkeypatch):
 def sleeps(monkeypatch):
     """Record backoff delays instead of sleeping."""
     delays: list[float] = []
-    monkeypatch.setattr("embedkd.teachers.time.sleep", delays.append)
+    monkeypatch.setattr("embedkd.external_teachers.time.sleep", delays.append)
     return delays
 
 
@@ -361,7 +364,9 @@ def test_load_teacher_spec_parsing(tiny_st_factory, tmp_path):
 
     np.save(tmp_path / "v.npy", np.ones((1, 2)))
     (tmp_path / "v.txt").write_text("only\n")
-    assert isinstance(load_teacher(str(tmp_path / "v.npy")), PrecomputedTeacher)
+    precomputed = load_teacher(str(tmp_path / "v.npy"))
+    assert isinstance(precomputed, PrecomputedTeacher)
+    np.testing.assert_array_equal(precomputed.encode(["only"]), [[1.0, 1.0]])  # its rows file found
 
     with pytest.raises(EmbedkdError, match="no-such-org/no-such-model"):
         load_teacher("no-such-org/no-such-model")

@@ -14,7 +14,7 @@ front and reported as one :class:`~embedkd.errors.EmbedkdError` naming the files
 
 Example::
 
-    pairs = load_pairs("../shared/data/flickr8k-1k")
+    pairs = load_image_captions("../shared/data/flickr8k-1k")
     train, test = split_by_image(pairs, test_images=200, seed=0)
 """
 
@@ -41,7 +41,7 @@ class ImageCaption:
     caption: str
 
 
-def load_pairs(
+def load_image_captions(
     path: str | Path, *, max_samples: int | None = None, check_images: bool = True
 ) -> list[ImageCaption]:
     """Read the (image, caption) pairs of a Flickr8k-style folder or a COCO-style JSON.

@@ -1,4 +1,4 @@
-"""Frozen-CLIP features of (image, caption) pairs, padded into tensors for the DCLIP teacher."""
+"""Tensors built from (image, caption) pairs: the teacher's frozen-CLIP features and the student's inputs."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from embedkd.methods.dclip.data import ImageCaption, unique_images
+from embedkd.methods.dclip.data import ImageCaption, load_image, unique_images
 from embedkd.methods.dclip.regions import Detector, encode_regions
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,47 @@ class PairFeatures:
             "text_global": self.text_global[captions],
             "groups": img,
         }
+
+
+@dataclass
+class FrozenClip:
+    """The frozen CLIP under the teacher, and how pair features are read from it.
+
+    Attributes:
+        name: the checkpoint (part of the region-cache key).
+        model: the ``CLIPModel``; processor: its ``CLIPProcessor``.
+        detector: proposes the image regions.
+        cache_dir: region-feature cache (default: ``~/.cache/embedkd/regions``).
+        max_length: caption truncation in tokens (default: the tokenizer's own).
+    """
+
+    name: str
+    model: Any
+    processor: Any
+    detector: Detector
+    cache_dir: str | Path | None = None
+    max_length: int | None = None
+
+    @classmethod
+    def load(cls, name: str, detector: Detector, **settings: Any) -> FrozenClip:
+        """Load the CLIP checkpoint ``name`` (``settings``: ``cache_dir``, ``max_length``)."""
+        from embedkd.methods.dclip.student import load_clip
+
+        model, processor = load_clip(name)
+        return cls(name, model, processor, detector, **settings)
+
+    def features(self, pairs: Sequence[ImageCaption], *, show_progress: bool = False) -> PairFeatures:
+        """The teacher inputs of ``pairs`` (see :func:`pair_features`)."""
+        return pair_features(
+            self.model,
+            self.processor,
+            pairs,
+            self.detector,
+            model_name=self.name,
+            cache_dir=self.cache_dir,
+            max_length=self.max_length,
+            show_progress=show_progress,
+        )
 
 
 def pad(rows: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,3 +148,66 @@ def pair_features(
         text_global=torch.from_numpy(pooled),
         image_index=torch.tensor([row[p.image] for p in pairs]),
     )
+
+
+@dataclass
+class StudentData:
+    """Student inputs: ``pixel_values (N_img, 3, H, W)``, tokenised captions, pair→image index,
+    and the teacher's targets per caption (None for the contrastive-only control)."""
+
+    pixel_values: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    image_index: torch.Tensor
+    teacher_image: torch.Tensor | None = None
+    teacher_text: torch.Tensor | None = None
+
+    def batch(self, captions: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Student inputs of the pairs ``captions`` (indices), with image ids as ``groups``."""
+        idx = torch.tensor(captions)
+        img = self.image_index[idx]
+        width = int(self.attention_mask[idx].sum(1).max())
+        out = {
+            "pixel_values": self.pixel_values[img],
+            "input_ids": self.input_ids[idx, :width],
+            "attention_mask": self.attention_mask[idx, :width],
+            "groups": img,
+        }
+        if self.teacher_image is not None:
+            out["teacher_image"], out["teacher_text"] = self.teacher_image[idx], self.teacher_text[idx]
+        return out
+
+
+def student_data(
+    processor,
+    pairs: Sequence[ImageCaption],
+    targets: tuple[np.ndarray, np.ndarray] | None = None,
+    max_length: int | None = None,
+    *,
+    batch_size: int = 64,
+) -> StudentData:
+    """Pixel values of the distinct images, tokenised captions and (optional) teacher targets of ``pairs``.
+
+    Args:
+        processor: the student's ``CLIPProcessor``.
+        pairs: the training pairs.
+        targets: the teacher's ``(image, text)`` vectors per pair (None: contrastive-only control).
+        max_length: caption truncation in tokens (default: the tokenizer's own).
+        batch_size: images decoded and preprocessed at once.
+    """
+    from embedkd.methods.dclip.clip_features import pixel_values, tokenize
+
+    images = unique_images(pairs)
+    row = {path: i for i, path in enumerate(images)}
+    pixels = torch.cat(
+        [
+            pixel_values(processor, [load_image(p) for p in images[i : i + batch_size]])
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+    enc = tokenize(processor, [p.caption for p in pairs], max_length)
+    index = torch.tensor([row[p.image] for p in pairs])
+    if targets is None:
+        return StudentData(pixels, enc["input_ids"], enc["attention_mask"], index)
+    t_img, t_txt = (torch.from_numpy(t) for t in targets)
+    return StudentData(pixels, enc["input_ids"], enc["attention_mask"], index, t_img, t_txt)

@@ -31,6 +31,7 @@ import numpy as np
 from embedkd.cache import TeacherCache
 from embedkd.errors import ConfigError, EmbedkdError
 from embedkd.hub import cache_root
+from embedkd.methods.dclip.config import parse_detector
 from embedkd.methods.dclip.data import image_sha256, load_image
 
 logger = logging.getLogger(__name__)
@@ -113,16 +114,8 @@ class YoloDetector:
 
 def load_detector(spec: str) -> Detector:
     """Detector from a spec: ``grid`` / ``grid:1,2,3`` or ``yolo:PATH/TO/weights.pt``."""
-    kind, _, arg = spec.partition(":")
-    if kind == "grid":
-        try:
-            scales = tuple(int(s) for s in arg.split(",")) if arg else (1, 2, 3)
-        except ValueError as exc:
-            raise ConfigError(f"bad grid detector {spec!r}; expected e.g. 'grid:1,2,3'") from exc
-        return GridDetector(scales)
-    if kind == "yolo" and arg:
-        return YoloDetector(arg)
-    raise ConfigError(f"unknown detector {spec!r}; use 'grid', 'grid:1,2,3' or 'yolo:/path/weights.pt'")
+    kind, arg = parse_detector(spec)
+    return GridDetector(arg) if kind == "grid" else YoloDetector(arg)
 
 
 def model_fingerprint(model, processor) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,56 +20,52 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from embedkd.errors import ConfigError
-from embedkd.methods.dclip.features import PairFeatures
+from embedkd.methods.dclip.config import DCLIPConfig
+from embedkd.methods.dclip.features import PairFeatures, StudentData
 from embedkd.methods.dclip.loss import DCLIPLoss
 from embedkd.methods.dclip.teacher import CrossModalTeacher
+from embedkd.training import CHECKPOINTS, callbacks, resume_checkpoint, trainer_kwargs
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Trainer knobs shared by the teacher and the student."""
-
-    max_steps: int = 200
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    seed: int = 42
-    save_steps: int = 500
-    show_progress: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+WEIGHT_DECAY = 0.01
+MIN_SAVE_STEPS = 50
 
 
-def training_arguments(output_dir: str | Path, config: TrainConfig) -> TrainingArguments:
-    """``TrainingArguments`` for CPU/GPU training with in-batch negatives (full batches only)."""
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_steps=int(config.max_steps * config.warmup_fraction),
+def stage_steps(config: DCLIPConfig, *, teacher: bool, n_pairs: int) -> int:
+    """Optimizer steps of a stage: ``teacher_steps``, or the student's ``max_steps`` (else ``epochs``
+    passes over ``n_pairs`` training pairs)."""
+    if teacher:
+        return config.teacher_steps
+    if config.max_steps > 0:
+        return config.max_steps
+    return max(1, math.ceil(config.epochs * n_pairs / config.batch_size))
+
+
+def training_arguments(
+    config: DCLIPConfig, output_dir: str | Path, *, teacher: bool, n_pairs: int
+) -> TrainingArguments:
+    """``TrainingArguments`` of the teacher or the student stage (full batches: in-batch negatives)."""
+    steps = stage_steps(config, teacher=teacher, n_pairs=n_pairs)
+    batch = config.teacher_batch if teacher else config.batch_size
+    kwargs = trainer_kwargs(config, output_dir)
+    kwargs.update(
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
+        learning_rate=config.teacher_lr if teacher else config.lr,
+        weight_decay=WEIGHT_DECAY,
         lr_scheduler_type="cosine",
-        logging_steps=max(1, config.max_steps // 10),
-        save_strategy="steps",
-        save_steps=config.save_steps,
+        logging_steps=max(1, steps // 10),
+        # a stage of the default 200-300 steps never reaches the shared 500-step interval, and --resume
+        # needs a checkpoint to resume from
+        save_steps=min(config.save_steps, max(MIN_SAVE_STEPS, steps // 4)),
         save_total_limit=1,
-        report_to="none",
-        seed=config.seed,
-        data_seed=config.seed,
-        remove_unused_columns=False,
-        dataloader_drop_last=True,
+        remove_unused_columns=False,  # the collator builds the model's inputs from pair indices
+        dataloader_drop_last=True,  # a short last batch would have too few in-batch negatives
         dataloader_pin_memory=False,
-        disable_tqdm=not config.show_progress,
     )
+    return TrainingArguments(**kwargs)
 
 
 class _Indices(torch.utils.data.Dataset):
@@ -83,9 +79,12 @@ class _Indices(torch.utils.data.Dataset):
         return i
 
 
-def _check_batch(n: int, config: TrainConfig, what: str) -> None:
-    if n < config.batch_size:
-        raise ConfigError(f"{what} has {n} pairs, fewer than --batch-size {config.batch_size}")
+def _check_batch(n: int, config: DCLIPConfig, *, teacher: bool) -> None:
+    batch = config.teacher_batch if teacher else config.batch_size
+    if n < batch:
+        flag = "--teacher-batch-size" if teacher and config.teacher_batch_size else "--batch-size"
+        what = "teacher" if teacher else "student"
+        raise ConfigError(f"{what} training data has {n} pairs, fewer than {flag} {batch}")
 
 
 TEMPERATURE_GRID = (0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -188,31 +187,33 @@ class SelectOnValidation(TrainerCallback):
 def train_teacher(
     teacher: CrossModalTeacher,
     features: PairFeatures,
-    config: TrainConfig,
+    config: DCLIPConfig,
     output_dir: str | Path,
     *,
-    resume: bool = False,
     val_features: PairFeatures | None = None,
-    eval_steps: int = 25,
 ) -> CrossModalTeacher:
     """Fit ``teacher`` on ``features`` (symmetric InfoNCE over in-batch pair scores).
 
-    With ``val_features`` (pairs of images held out of ``features``), the teacher is scored on them
-    every ``eval_steps`` steps and the best-scoring weights (step 0 = the frozen CLIP included) are
+    The stage takes ``teacher_steps``, ``teacher_lr`` and ``teacher_batch_size`` from ``config`` and
+    checkpoints under ``output_dir / "checkpoints"`` (resumed with ``config.resume``). With
+    ``val_features`` (pairs of images held out of ``features``), the teacher is scored on them every
+    ``teacher_eval_steps`` steps and the best-scoring weights (step 0 = the frozen CLIP included) are
     kept; the record goes to ``output_dir / "teacher_selection.json"`` and ``teacher.selection``.
     """
-    _check_batch(len(features.image_index), config, "teacher training data")
-    if eval_steps < 1:
-        raise ConfigError(f"eval_steps must be >= 1, got {eval_steps}")
-    select = SelectOnValidation(teacher, val_features, eval_steps) if val_features is not None else None
+    n = len(features.image_index)
+    _check_batch(n, config, teacher=True)
+    select = None
+    if val_features is not None:
+        select = SelectOnValidation(teacher, val_features, config.teacher_eval_steps)
     trainer = Trainer(
         model=teacher,
-        args=training_arguments(Path(output_dir) / "checkpoints", config),
-        train_dataset=_Indices(len(features.image_index)),
+        args=training_arguments(config, Path(output_dir) / CHECKPOINTS, teacher=True, n_pairs=n),
+        train_dataset=_Indices(n),
         data_collator=lambda idx: features.batch(torch.tensor(idx)),
-        callbacks=[select] if select else None,
+        callbacks=([select] if select else []) + callbacks(config),
     )
-    trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir, resume))
+    # the teacher stage may not have started when an earlier run stopped during feature extraction
+    trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir, config.resume, required=False))
     if select:
         teacher.selection = select.restore()
         Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -255,33 +256,6 @@ def teacher_scores(
                 features.text_global[cols],
             ).numpy()
     return scores
-
-
-@dataclass
-class StudentData:
-    """Student inputs: ``pixel_values (N_img, 3, H, W)``, tokenised captions, pair→image index,
-    and the teacher's targets per caption (None for the contrastive-only control)."""
-
-    pixel_values: torch.Tensor
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    image_index: torch.Tensor
-    teacher_image: torch.Tensor | None = None
-    teacher_text: torch.Tensor | None = None
-
-    def batch(self, captions: Sequence[int]) -> dict[str, torch.Tensor]:
-        idx = torch.tensor(captions)
-        img = self.image_index[idx]
-        width = int(self.attention_mask[idx].sum(1).max())
-        out = {
-            "pixel_values": self.pixel_values[img],
-            "input_ids": self.input_ids[idx, :width],
-            "attention_mask": self.attention_mask[idx, :width],
-            "groups": img,
-        }
-        if self.teacher_image is not None:
-            out["teacher_image"], out["teacher_text"] = self.teacher_image[idx], self.teacher_text[idx]
-        return out
 
 
 class _StudentTrainer(Trainer):
@@ -343,43 +317,30 @@ class ProgressiveUnfreeze(TrainerCallback):
         self._apply(state.global_step)
 
 
-def train_student(
-    model,
-    data: StudentData,
-    config: TrainConfig,
-    output_dir: str | Path,
-    *,
-    temperature: float = 0.05,
-    distill_weight: float = 1.0,
-    unfreeze_every: int = 0,
-    resume: bool = False,
-):
-    """Fine-tune the ``CLIPModel`` ``model`` with the DCLIP hybrid loss (in place; returns it)."""
-    _check_batch(len(data.image_index), config, "student training data")
-    if distill_weight > 0 and data.teacher_image is None:
-        raise ConfigError("distill_weight > 0 needs teacher targets (StudentData.teacher_image/text)")
-    callbacks = [ProgressiveUnfreeze(model, unfreeze_every)] if unfreeze_every > 0 else []
+def train_student(model, data: StudentData, config: DCLIPConfig, output_dir: str | Path):
+    """Fine-tune the ``CLIPModel`` ``model`` with the DCLIP hybrid loss (in place; returns it).
+
+    The stage takes ``max_steps`` (or ``epochs``), ``lr``, ``batch_size``, ``temperature``,
+    ``distill_weight`` and ``unfreeze_every`` from ``config`` and checkpoints under
+    ``output_dir / "checkpoints"`` (resumed with ``config.resume``).
+    """
+    n = len(data.image_index)
+    _check_batch(n, config, teacher=False)
+    if config.distill_weight > 0 and data.teacher_image is None:
+        raise ConfigError(
+            f"--distill-weight {config.distill_weight} needs teacher targets (StudentData.teacher_image/text)"
+        )
+    unfreeze = [ProgressiveUnfreeze(model, config.unfreeze_every)] if config.unfreeze_every > 0 else []
     model.train()
     trainer = _StudentTrainer(
         model=model,
-        args=training_arguments(Path(output_dir) / "checkpoints", config),
-        train_dataset=_Indices(len(data.image_index)),
+        args=training_arguments(config, Path(output_dir) / CHECKPOINTS, teacher=False, n_pairs=n),
+        train_dataset=_Indices(n),
         data_collator=data.batch,
-        callbacks=callbacks,
-        loss_fn=DCLIPLoss(temperature=temperature, distill_weight=distill_weight),
+        callbacks=unfreeze + callbacks(config),
+        loss_fn=DCLIPLoss(temperature=config.temperature, distill_weight=config.distill_weight),
     )
-    trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir, resume))
+    # the student stage has not started when an earlier run stopped in the teacher stage
+    trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir, config.resume, required=False))
     model.requires_grad_(True)
     return model.eval()
-
-
-def _last_checkpoint(output_dir: str | Path, resume: bool) -> str | None:
-    if not resume:
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = Path(output_dir) / "checkpoints"
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    if last is None:
-        logger.warning("--resume: no checkpoint under %s, starting from scratch", folder)
-    return last

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from embedkd.methods.dse.data import PairTask
+from embedkd.methods.dse.labels import PairTask
 from embedkd.methods.dse.student import PairHead
 
 

@@ -6,7 +6,7 @@ Works on anything with ``score_pairs(a, b) -> (n, k) logits``: a
 
 Example::
 
-    pairs = load_pairs("sts-test.csv", "regression")
+    pairs = load_sentence_pairs("sts-test.csv", "regression")
     evaluate_pairs(load_dse_student("runs/dse-stsb"), pairs)   # {'spearman': 84.1, 'pearson': ..., 'n': 1379}
 """
 
@@ -19,7 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from embedkd.errors import EmbedkdError
-from embedkd.methods.dse.data import PairSet, PairTask
+from embedkd.methods.dse.data import PairSet
+from embedkd.methods.dse.labels import PairTask
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from embedkd.errors import EmbedkdError
-from embedkd.methods.dse.data import PairTask
+from embedkd.methods.dse.labels import PairTask
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class DSEStudent:
 
 
 def load_dse_student(path: str | Path, *, device: str | None = None) -> DSEStudent:
-    """Load a DSE student saved by :func:`embedkd.methods.dse.api.distill_dse`."""
+    """Load a DSE student saved by ``embedkd.distill(method="dse", ...)`` or ``embedkd distill``."""
     from sentence_transformers import SentenceTransformer
 
     from embedkd.hub import resolve_model

@@ -1,32 +1,31 @@
-"""Cross-encoder teachers: train one (``CrossEncoderTrainer``), load one, and use it as a cached scorer.
+"""Cross-encoder teachers: load one and use it as a cached pair scorer.
 
 A cross-encoder reads both texts of a pair at once and outputs logits: 1 for ``regression`` and
 ``binary`` (a sigmoid logit; a 2-logit binary model is reduced to ``l1 - l0``), 3 for ``nli`` in
-:data:`embedkd.methods.dse.data.NLI_LABELS` order (a model whose ``id2label`` names the NLI classes in another order
+:data:`embedkd.methods.dse.labels.NLI_LABELS` order (a model whose ``id2label`` names the NLI classes in another order
 is re-ordered). :class:`CrossEncoderTeacher` fits the :class:`embedkd.teachers.Teacher` protocol, its
 "texts" being the two sides joined by :data:`PAIR_SEP` and its "vectors" the logits, so
 :class:`embedkd.cache.TeacherCache` stores them and the teacher never scores a pair twice.
 
+A teacher that does not exist yet is trained by :mod:`embedkd.methods.dse.teacher_training`.
+
 Example::
 
-    path = train_cross_encoder("all-MiniLM-L6-v2", "sts-train.csv", "regression", "runs/ce-stsb")
-    teacher = CrossEncoderTeacher(path, task="regression")
+    teacher = CrossEncoderTeacher("runs/ce-stsb", task="regression")
     logits = teacher.score_pairs(["A man plays."], ["A man is playing."])
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embedkd.errors import ConfigError, EmbedkdError
-from embedkd.methods.dse.data import NLI_LABELS, PairSet, PairTask, load_pairs
+from embedkd.hub import resolve_model, weights_digest
+from embedkd.methods.dse.labels import NLI_LABELS, PairTask
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +55,9 @@ def load_cross_encoder(spec: str, task: PairTask | str, *, max_length: int | Non
     """Load a sentence-transformers ``CrossEncoder`` by path or id and check it fits ``task``."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    from embedkd.hub import resolve_model
-
     model = CrossEncoder(resolve_model(spec), device=device, max_length=max_length)
     check_num_labels(model.num_labels, task, repr(spec))
     return model
-
-
-def weights_digest(folder: str) -> str:
-    """Content hash of a model folder's weights, so a retrained teacher never hits stale cache rows."""
-    files = sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.bin"))
-    digest = hashlib.sha256()
-    for path in files:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()[:12] if files else "nofiles"
 
 
 class CrossEncoderTeacher:
@@ -93,8 +79,6 @@ class CrossEncoderTeacher:
         cache_dir: str | Path | None = None,
         device: str | None = None,
     ) -> None:
-        from embedkd.hub import resolve_model
-
         self.task = PairTask.parse(task)
         if isinstance(model, str):
             path = resolve_model(model)
@@ -153,129 +137,3 @@ class CrossEncoderTeacher:
         return cache.encode(
             self, join_pairs(a, b), "document", batch_size=batch_size, show_progress=show_progress
         )
-
-
-@dataclass(frozen=True)
-class CrossEncoderTrainConfig:
-    """Settings of :func:`train_cross_encoder` (saved next to the model as ``embedkd_teacher.json``)."""
-
-    init: str
-    task: str
-    pairs: tuple[str, ...]
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 16
-    lr: float = 2e-5
-    max_length: int = 128
-    seed: int = 42
-    max_samples: int | None = None
-
-    def __post_init__(self) -> None:
-        PairTask.parse(self.task)
-        for name in ("epochs", "batch_size", "lr", "max_length"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-
-
-def train_cross_encoder(
-    init: str,
-    pairs: str | Path | Sequence[str | Path] | PairSet,
-    task: PairTask | str,
-    output: str | Path,
-    *,
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    batch_size: int = 16,
-    lr: float = 2e-5,
-    max_length: int = 128,
-    seed: int = 42,
-    max_samples: int | None = None,
-    show_progress: bool = True,
-) -> Path:
-    """Train a cross-encoder teacher on labelled pairs and save it to ``output``.
-
-    Regression and binary tasks train one sigmoid logit with binary cross-entropy on the label (a
-    similarity in [0, 1] or 0/1, as in sentence-transformers' STS-B example); NLI trains 3 logits
-    with cross-entropy.
-
-    Args:
-        init: model to start from (any HF/ST model; a SentenceTransformer's encoder is reused).
-        pairs: pair file(s) or a loaded :class:`PairSet` (every pair must be labelled).
-        task: ``regression``, ``binary`` or ``nli``.
-        output: directory for the trained ``CrossEncoder``.
-
-    Returns:
-        ``output`` as a Path.
-    """
-    task = PairTask.parse(task)
-    data = pairs if isinstance(pairs, PairSet) else load_pairs(pairs, task, max_samples=max_samples)
-    sources = data.sources if isinstance(pairs, PairSet) else tuple(map(str, _as_list(pairs)))
-    config = CrossEncoderTrainConfig(
-        init, task.value, sources, epochs, max_steps, batch_size, lr, max_length, seed, max_samples
-    )
-    if not data.labeled.all():
-        raise EmbedkdError(
-            f"{int((~data.labeled).sum())} pair(s) have no label; a teacher trains on labelled pairs only"
-        )
-    model = _build_model(init, task, max_length)
-    trainer = _build_trainer(model, data, config, Path(output), show_progress)
-    trainer.train()
-    output = Path(output)
-    model.save(str(output))
-    meta = {**asdict(config), "steps": trainer.state.global_step, "pairs_seen": len(data)}
-    (output / "embedkd_teacher.json").write_text(json.dumps(meta, indent=2))
-    logger.info("cross-encoder teacher saved to %s (%d steps)", output, trainer.state.global_step)
-    return output
-
-
-def _as_list(x) -> list:
-    return [x] if isinstance(x, (str, Path)) else list(x)
-
-
-def _build_model(init: str, task: PairTask, max_length: int):
-    from sentence_transformers.cross_encoder import CrossEncoder
-
-    from embedkd.hub import resolve_model
-
-    model = CrossEncoder(resolve_model(init), num_labels=task.num_outputs, max_length=max_length)
-    if task is PairTask.NLI:
-        model.config.id2label = dict(enumerate(NLI_LABELS))
-        model.config.label2id = {name: i for i, name in enumerate(NLI_LABELS)}
-    return model
-
-
-def _build_trainer(model, data: PairSet, config: CrossEncoderTrainConfig, output: Path, show_progress):
-    from datasets import Dataset
-    from sentence_transformers.cross_encoder import (
-        CrossEncoderTrainer,
-        CrossEncoderTrainingArguments,
-        losses,
-    )
-
-    task = PairTask.parse(config.task)
-    if task is PairTask.NLI:
-        labels, loss = [int(x) for x in data.labels], losses.CrossEntropyLoss(model)
-    else:
-        labels, loss = [float(x) for x in data.labels], losses.BinaryCrossEntropyLoss(model)
-    dataset = Dataset.from_dict({"sentence1": list(data.a), "sentence2": list(data.b), "label": labels})
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(output / "checkpoints"),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.lr,
-        warmup_steps=0.1,
-        seed=config.seed,
-        save_strategy="no",
-        logging_steps=50,
-        report_to="none",
-        disable_tqdm=not show_progress,
-        use_cpu=not _has_cuda(),
-    )
-    return CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
