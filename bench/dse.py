@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from paths import command_line, data_dir, rel_command
 
 from embedkd.methods.dse.data import load_sentence_pairs
 from embedkd.methods.dse.metrics import MAIN_METRIC, evaluate_pairs, pair_metrics, relative_drop
@@ -30,7 +32,6 @@ from embedkd.methods.dse.student import load_dse_student
 from embedkd.methods.dse.teacher import CrossEncoderTeacher
 
 logger = logging.getLogger("bench.dse")
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {
     "stsb": ("regression", "sts-benchmark/sts-test.csv"),
     "mrpc": ("binary", "mrpc/msr_paraphrase_test.txt"),
@@ -49,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[],
         help="evaluate on the first N test pairs: N for every task, or TASK=N (e.g. mrpc=600)",
     )
-    p.add_argument("--data", default=str(DATA), help="shared data folder")
+    p.add_argument("--data", default=str(data_dir()), help="shared data folder (default $EMBEDKD_DATA)")
     p.add_argument("--candidates", type=int, default=10_000, help="candidates for the speed test")
     p.add_argument("--ce-subset", type=int, default=200, help="pairs the cross-encoder is timed on")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of the student scoring")
@@ -157,7 +158,7 @@ def evaluate_task(name: str, args: argparse.Namespace) -> dict:
         result[f"{role}_relative_drop_pct"] = round(
             relative_drop(result["teacher"][metric], result[role][metric]), 2
         )
-    result["training_commands"] = commands
+    result["training_commands"] = [rel_command(shlex.split(c)) for c in commands]
     return result
 
 
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if "stsb" in args.tasks:
         result["scoring"] = scoring_speed(args)
     result["scoring_speedup"] = result.get("scoring", {}).get("speedup")
-    result["command"] = "python bench/dse.py " + " ".join(argv)
+    result["command"] = command_line("dse.py", argv)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

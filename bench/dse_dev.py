@@ -16,6 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
+from paths import rel
+
 from embedkd.methods.dse.data import load_sentence_pairs
 from embedkd.methods.dse.metrics import evaluate_pairs
 from embedkd.methods.dse.teacher import CrossEncoderTeacher
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 scorer = bench.load_student(path, args.cache_dir)
             metrics = evaluate_pairs(scorer, pairs)
-            print(json.dumps({"role": role, "model": path, "pairs": args.pairs, **metrics}), flush=True)
+            print(
+                json.dumps({"role": role, "model": rel(path), "pairs": rel(args.pairs), **metrics}),
+                flush=True,
+            )
     return 0
 
 

@@ -18,10 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from paths import data_dir
 
 logger = logging.getLogger("bench.eval_common")
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir-scifact"
+
+def scifact_dir() -> Path:
+    """The BEIR SciFact folder in the shared data."""
+    return data_dir() / "beir-scifact"
 
 
 class WeightsCachedEncoder:
@@ -89,8 +93,9 @@ class _Raw:
         return self.outer._raw(texts, role, show_progress=True)
 
 
-def scifact_test_queries(folder: Path = SCIFACT) -> list[str]:
+def scifact_test_queries(folder: Path | None = None) -> list[str]:
     """SciFact test queries (ids from qrels/test.tsv), in file order."""
+    folder = scifact_dir() if folder is None else folder
     test_ids = {line.split("\t")[0] for line in (folder / "qrels/test.tsv").read_text().splitlines()[1:]}
     rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines() if line.strip()]
     return [r["text"] for r in rows if r["_id"] in test_ids]

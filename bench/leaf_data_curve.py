@@ -8,7 +8,7 @@ directory already holds ``embedkd_fidelity.json`` is reused; ``--known N:DIR`` a
 
 Writes ``bench/results/leaf_data_curve.{json,md,png}``.
 
-    python bench/leaf_data_curve.py --sizes 2500 5000 10000 --known 20000:/work/runs/leaf-base
+    python bench/leaf_data_curve.py --sizes 2500 5000 10000 --known 20000:runs/leaf-base
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from paths import REPO, command_line, data_dir, rel, rel_command
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "distill-text" / "merged_unique_decontaminated.tsv.gz"
+DISTILL_TEXT = Path("distill-text") / "merged_unique_decontaminated.tsv.gz"
 logger = logging.getLogger("bench.leaf_data_curve")
 
 
@@ -58,7 +58,7 @@ def run_size(n: int, output: Path, args: argparse.Namespace) -> dict:
         "heldout_cosine_before": round(found["heldout_cosine_before"], 4),
         "heldout_cosine": round(found["heldout_cosine"], 4),
         "wall_time_s": found["wall_time_s"],
-        "output": str(output),
+        "output": rel(output),
     }
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--known", nargs="*", default=[], help="N:DIR runs made elsewhere with N texts")
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
     p.add_argument("--student", default="sentence-transformers/all-MiniLM-L6-v2")
-    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--data", default=str(data_dir() / DISTILL_TEXT))
     p.add_argument("--work", default=str(REPO / "runs" / "leaf-curve"))
     p.add_argument("--target", type=float, default=0.90)
     p.add_argument("--output", default=str(REPO / "bench" / "results" / "leaf_data_curve.json"))
@@ -135,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "runs": rows,
         "fit": {"a": a, "b": b, "target": args.target, "texts_for_target": needed},
-        "command": shlex.join(["python", "bench/leaf_data_curve.py", *(argv or sys.argv[1:])]),
-        "example_distill_command": shlex.join(distill_command(20000, Path("runs/leaf-minilm"), args)),
+        "command": command_line("leaf_data_curve.py", argv),
+        "example_distill_command": rel_command(
+            ["python", *distill_command(20000, Path("runs/leaf-minilm"), args)[1:]]
+        ),
         "wall_time_s": round(time.time() - started, 1),
     }
     out = Path(args.output)

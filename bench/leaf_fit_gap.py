@@ -4,7 +4,7 @@ Rebuilds the distillation split (same data, ``--max-samples``, ``--heldout`` and
 ``embedkd distill`` run), takes the teacher's vectors from the teacher cache (or encodes them), and prints
 the mean student-teacher cosine on the first ``--train-texts`` training texts and on the held-out texts.
 
-    python bench/leaf_fit_gap.py /work/runs/leaf-base /work/runs/leaf-aug2
+    python bench/leaf_fit_gap.py runs/leaf-base runs/leaf-aug2
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from paths import data_dir, rel
 
 logger = logging.getLogger("bench.leaf_fit_gap")
 
@@ -25,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("students", nargs="+", help="distilled student directories")
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
-    p.add_argument(
-        "--data", default=str(REPO.parent / "shared/data/distill-text/merged_unique_decontaminated.tsv.gz")
-    )
+    p.add_argument("--data", default=str(data_dir() / "distill-text" / "merged_unique_decontaminated.tsv.gz"))
     p.add_argument("--text-column", default="text")
     p.add_argument("--max-samples", type=int, default=20000)
     p.add_argument("--heldout", type=int, default=1000)
@@ -53,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.students:
         student = SentenceTransformer(path, device="cpu")
         row = {
-            "student": path,
+            "student": rel(path),
             "train_cosine": round(fidelity(student.encode(train, batch_size=64), t_train)["cosine"], 4),
             "heldout_cosine": round(fidelity(student.encode(held, batch_size=64), t_held)["cosine"], 4),
         }

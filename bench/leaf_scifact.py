@@ -16,7 +16,7 @@ Writes ``bench/results/leaf_scifact.json`` and ``.md`` (and the full eval report
 
 Example::
 
-    nice -n 5 python bench/leaf_scifact.py --student /work/runs/leaf-minilm
+    nice -n 5 python bench/leaf_scifact.py --student runs/leaf-minilm
 """
 
 from __future__ import annotations
@@ -24,27 +24,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from paths import REPO, command_line, rel
 
 logger = logging.getLogger("bench.leaf_scifact")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--student", default="/work/runs/leaf-minilm", help="distilled student dir")
+    p.add_argument("--student", default="runs/leaf-minilm", help="distilled student dir")
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
     p.add_argument("--teacher-max-seq-length", type=int, default=256, help="teacher tokens (default 256)")
     p.add_argument(
         "--student-max-seq-length", type=int, default=None, help="student tokens (default: its own)"
     )
-    p.add_argument("--data", default=None, help="BEIR SciFact folder (default ../shared/data/beir-scifact)")
+    p.add_argument("--data", default=None, help="BEIR SciFact folder (default $EMBEDKD_DATA/beir-scifact)")
     p.add_argument("--b1-queries", type=int, default=100, help="queries timed one at a time (default 100)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per model and batch size")
     p.add_argument(
@@ -52,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="sentence-transformers/all-MiniLM-L6-v2",
         help="undistilled start of the student for the asym control ('' skips it)",
     )
-    p.add_argument("--eval-dir", default="/work/runs/eval-leaf-scifact", help="full eval report directory")
+    p.add_argument("--eval-dir", default="runs/eval-leaf-scifact", help="full eval report directory")
     p.add_argument("--output", default=str(REPO / "bench/results/leaf_scifact.json"))
     return p.parse_args(argv)
 
@@ -77,23 +74,12 @@ def undistilled_student(name: str, dim: int, folder: Path) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from eval.api import evaluate, go_offline
+def ndcg(args, student, teacher, data: Path, command: str) -> tuple[dict, dict, float | None, str]:
+    """nDCG@10 of teacher, student and asym through mteb; the undistilled asym control; the fidelity."""
+    from eval_common import WeightsCachedEncoder
 
-    go_offline()
-    from eval_common import SCIFACT, WeightsCachedEncoder, query_throughput, scifact_test_queries, st_query_fn
+    from eval.api import evaluate
 
-    from embedkd.teachers import SentenceTransformerTeacher
-
-    data = Path(args.data) if args.data else SCIFACT
-    command = "python bench/leaf_scifact.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    started = time.perf_counter()
-    student = WeightsCachedEncoder(
-        args.student, name=args.student, max_seq_length=args.student_max_seq_length
-    )
-    teacher = SentenceTransformerTeacher(args.teacher, max_seq_length=args.teacher_max_seq_length)
     res = evaluate(
         student,
         [f"beir:{data}"],
@@ -113,15 +99,41 @@ def main(argv: list[str] | None = None) -> int:
         control = 100 * evaluate(
             ctrl, [f"beir:{data}"], teacher=teacher, modes="asym", output=Path(args.eval_dir) / "control"
         ).score(task, "asym")
+    return scores, res.fidelity.get(task), control, task
 
-    queries = scifact_test_queries(data)
-    models = {"student": student.model, "teacher": teacher.model}
-    qps = {
+
+def throughput(args, models: dict, queries: list[str]) -> dict[int, dict[str, float]]:
+    """Queries per second of each model's ``encode_query`` at batch 1 and batch 32."""
+    from eval_common import query_throughput, st_query_fn
+
+    return {
         1: query_throughput(
             {k: st_query_fn(m, 1) for k, m in models.items()}, queries[: args.b1_queries], 1, args.rounds
         ),
         32: query_throughput({k: st_query_fn(m, 32) for k, m in models.items()}, queries, 32, args.rounds),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from eval.api import go_offline
+
+    go_offline()
+    from eval_common import WeightsCachedEncoder, scifact_dir, scifact_test_queries
+
+    from embedkd.teachers import SentenceTransformerTeacher
+
+    data = Path(args.data) if args.data else scifact_dir()
+    command = command_line("leaf_scifact.py", argv)
+    started = time.perf_counter()
+    student = WeightsCachedEncoder(
+        args.student, name=rel(args.student), max_seq_length=args.student_max_seq_length
+    )
+    teacher = SentenceTransformerTeacher(args.teacher, max_seq_length=args.teacher_max_seq_length)
+    scores, fidelity, control, _ = ndcg(args, student, teacher, data, command)
+    queries = scifact_test_queries(data)
+    qps = throughput(args, {"student": student.model, "teacher": teacher.model}, queries)
     out = {
         "teacher_ndcg10": round(scores["teacher"], 2),
         "student_ndcg10": round(scores["student"], 2),
@@ -140,28 +152,28 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_ge_5x_b32": qps[32]["student"] >= 5 * qps[32]["teacher"],
         },
         "queries_per_s": {f"b{b}": {k: round(v, 1) for k, v in q.items()} for b, q in qps.items()},
-        "scifact_fidelity": res.fidelity.get(task),
-        "student": args.student,
+        "scifact_fidelity": fidelity,
+        "student": rel(args.student),
         "student_id": student.id,
         "teacher": teacher.id,
-        "seq_lengths": {
-            "teacher": teacher.model.max_seq_length,
-            "student": student.model.max_seq_length,
-        },
+        "seq_lengths": {"teacher": teacher.model.max_seq_length, "student": student.model.max_seq_length},
         "throughput_setup": (
             f"encode_query on SciFact test queries ({args.b1_queries} at batch 1, {len(queries)} at batch 32), "
             f"1 warm-up + {args.rounds} interleaved rounds, median; CPU, shared machine"
         ),
-        "eval_report": str(Path(args.eval_dir) / "results.json"),
+        "eval_report": rel(Path(args.eval_dir) / "results.json"),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "command": command,
     }
-    output = Path(args.output)
+    write(out, Path(args.output))
+    return 0
+
+
+def write(out: dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown(out))
     print(markdown(out))
-    return 0
 
 
 def markdown(r: dict) -> str:

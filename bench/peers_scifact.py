@@ -11,7 +11,7 @@ interleaved rounds, median) and size on disk. Writes ``bench/results/peers_scifa
 
 Example::
 
-    nice -n 5 python bench/peers_scifact.py --student /work/runs/leaf-minilm
+    nice -n 5 python bench/peers_scifact.py --student runs/leaf-minilm
 """
 
 from __future__ import annotations
@@ -19,34 +19,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from paths import REPO, command_line, rel
 
 logger = logging.getLogger("bench.peers_scifact")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--student", default="/work/runs/leaf-minilm", help="LEAF-distilled student dir")
+    p.add_argument("--student", default="runs/leaf-minilm", help="LEAF-distilled student dir")
     p.add_argument(
         "--undistilled", default="sentence-transformers/all-MiniLM-L6-v2", help="student before distillation"
     )
     p.add_argument(
         "--teacher", default="sentence-transformers/all-mpnet-base-v2", help="teacher model2vec distils"
     )
-    p.add_argument(
-        "--m2v-dir", default="/work/runs/m2v-mpnet", help="model2vec model dir (distilled if missing)"
-    )
+    p.add_argument("--m2v-dir", default="runs/m2v-mpnet", help="model2vec model dir (distilled if missing)")
     p.add_argument("--pca-dims", type=int, default=256, help="model2vec PCA dims (its default, 256)")
-    p.add_argument("--data", default=None, help="BEIR SciFact folder (default ../shared/data/beir-scifact)")
+    p.add_argument("--data", default=None, help="BEIR SciFact folder (default $EMBEDKD_DATA/beir-scifact)")
     p.add_argument("--b1-queries", type=int, default=100, help="queries timed one at a time (default 100)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per model and batch size")
     p.add_argument("--output", default=str(REPO / "bench/results/peers_scifact.json"))
@@ -89,30 +83,15 @@ def model2vec_model(args: argparse.Namespace) -> tuple[object, float | None]:
     return model, seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from eval.api import evaluate, go_offline
-
-    go_offline()
-    from eval_common import (
-        SCIFACT,
-        WeightsCachedEncoder,
-        folder_mb,
-        query_throughput,
-        scifact_test_queries,
-        st_query_fn,
-    )
+def encoders_of(args, m2v) -> tuple[dict, dict]:
+    """The three models as encoders, and the folders their size on disk is measured from."""
+    from eval_common import WeightsCachedEncoder
 
     from embedkd.hub import resolve_model
 
-    data = Path(args.data) if args.data else SCIFACT
-    command = "python bench/peers_scifact.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    started = time.perf_counter()
-    m2v, m2v_seconds = model2vec_model(args)
     encoders = {
-        "leaf_student": WeightsCachedEncoder(args.student, name=args.student),
-        "model2vec": StaticEncoder(m2v, f"model2vec:{args.m2v_dir}"),
+        "leaf_student": WeightsCachedEncoder(args.student, name=rel(args.student)),
+        "model2vec": StaticEncoder(m2v, f"model2vec:{rel(args.m2v_dir)}"),
         "undistilled": WeightsCachedEncoder(args.undistilled, name=args.undistilled),
     }
     folders = {
@@ -120,13 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         "model2vec": args.m2v_dir,
         "undistilled": resolve_model(args.undistilled),
     }
-    ndcg = {}
-    for name, enc in encoders.items():
-        res = evaluate(enc, [f"beir:{data}"], modes="student", command=command, plots=False)
-        ndcg[name] = 100 * res.rows[0]["main_score"]
-        logger.info("%s: nDCG@10 %.2f", name, ndcg[name])
+    return encoders, folders
 
-    queries = scifact_test_queries(data)
+
+def throughputs(args, encoders: dict, m2v, queries: list[str]) -> tuple[dict, dict]:
+    """Queries per second of every model at batch 32 and batch 1, same timing code for all."""
+    from eval_common import query_throughput, st_query_fn
 
     def fns(batch: int) -> dict:
         out = {k: st_query_fn(encoders[k].model, batch) for k in ("leaf_student", "undistilled")}
@@ -135,6 +113,29 @@ def main(argv: list[str] | None = None) -> int:
 
     b32 = query_throughput(fns(32), queries, 32, args.rounds)
     b1 = query_throughput(fns(1), queries[: args.b1_queries], 1, args.rounds)
+    return b32, b1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from eval.api import evaluate, go_offline
+
+    go_offline()
+    from eval_common import folder_mb, scifact_dir, scifact_test_queries
+
+    data = Path(args.data) if args.data else scifact_dir()
+    command = command_line("peers_scifact.py", argv)
+    started = time.perf_counter()
+    m2v, m2v_seconds = model2vec_model(args)
+    encoders, folders = encoders_of(args, m2v)
+    ndcg = {}
+    for name, enc in encoders.items():
+        res = evaluate(enc, [f"beir:{data}"], modes="student", command=command, plots=False)
+        ndcg[name] = 100 * res.rows[0]["main_score"]
+        logger.info("%s: nDCG@10 %.2f", name, ndcg[name])
+    queries = scifact_test_queries(data)
+    b32, b1 = throughputs(args, encoders, m2v, queries)
     out = {
         name: {
             "ndcg10": round(ndcg[name], 2),
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             "queries_per_s_b1": round(b1[name], 1),
             "mb_on_disk": round(folder_mb(folders[name]), 1),
             "dim": encoders[name].dim,
-            "model": str(folders[name]),
+            "model": rel(folders[name]),
         }
         for name in encoders
     }

@@ -3,7 +3,7 @@
 Used when the background job warming the teacher cache has not finished: indexing this subset
 embeds nothing (every vector is a cache hit), so serving benchmarks can run on real teacher vectors.
 
-    python bench/scifact_cached_subset.py --out /work/runs/scifact-cached/corpus.jsonl
+    python bench/scifact_cached_subset.py --out runs/scifact-cached/corpus.jsonl
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from paths import data_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--corpus", default=str(REPO.parent / "shared/data/beir-scifact"))
+    p.add_argument("--corpus", default=str(data_dir() / "beir-scifact"))
     p.add_argument("--teacher-id", default="st:sentence-transformers/all-mpnet-base-v2@seq256")
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--out", required=True)

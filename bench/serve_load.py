@@ -9,8 +9,8 @@ which is what the service's concurrency-1 latency is compared with.
 
 Example (the SciFact index from ``embedkd index``, mpnet documents at 256 tokens)::
 
-    nice -n 5 python bench/serve_load.py --index-dir /work/runs/idx-scifact \\
-        --student /work/runs/leaf-minilm --teacher sentence-transformers/all-mpnet-base-v2
+    nice -n 5 python bench/serve_load.py --index-dir runs/idx-scifact \\
+        --student runs/leaf-minilm --teacher sentence-transformers/all-mpnet-base-v2
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import signal
 import socket
 import statistics
@@ -29,8 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from paths import REPO, command_line, data_dir, rel
 
 logger = logging.getLogger("bench.serve_load")
 LEVELS = (1, 8, 32)
@@ -41,15 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index-dir", required=True, help="index directory built by `embedkd index`")
     p.add_argument("--student", required=True, help="student query encoder (SentenceTransformer dir or id)")
     p.add_argument("--teacher", required=True, help="the teacher, served as query encoder for comparison")
-    p.add_argument("--queries", default=str(REPO.parent / "shared/data/beir-scifact"), help="BEIR folder")
+    p.add_argument("--queries", default=str(data_dir() / "beir-scifact"), help="BEIR folder")
     p.add_argument("--requests", type=int, default=96, help="requests per concurrency level (default 96)")
     p.add_argument("--bare-queries", type=int, default=60, help="queries timed in-process (default 60)")
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of encoder and search (both runs)")
     p.add_argument("--note", default="", help="free text recorded with the results (e.g. which student)")
     p.add_argument("--output", default=str(REPO / "bench/results/serve_load.json"))
-    p.add_argument("--server-log", default="/tmp/embedkd-serve-load.server.log", help="servers' output")
-    return p.parse_args(argv)
+    p.add_argument("--server-log", default="runs/serve_load.server.log", help="servers' output")
+    args = p.parse_args(argv)
+    args.argv = argv  # recorded in the result's command
+    return args
 
 
 def load_queries(folder: Path) -> list[str]:
@@ -216,16 +216,16 @@ def main(argv: list[str] | None = None) -> int:
 def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) -> dict:
     s, t = served["student"], served["teacher"]
     result = {
-        "command": "python bench/serve_load.py " + shlex.join(sys.argv[1:]),
+        "command": command_line("serve_load.py", args.argv),
         "note": args.note,
         "index": {
-            "dir": args.index_dir,
+            "dir": rel(args.index_dir),
             "teacher": meta.teacher_id,
             "dim": meta.dim,
             "type": meta.index_type,
         },
-        "student": args.student,
-        "teacher": args.teacher,
+        "student": rel(args.student),
+        "teacher": rel(args.teacher),
         "queries": f"SciFact test queries ({n_queries}), k={args.k}, {args.requests} requests per level",
         "threads": args.threads or "default (all cores)",
         "bare_encode_plus_search_ms": bare["student"]["encode_plus_search_ms"],

@@ -11,7 +11,7 @@ import gzip
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +43,22 @@ def _kind(path: Path) -> str:
     return suffixes[-1].lstrip(".") if suffixes else "txt"
 
 
-def iter_rows(path: str | Path, column: str | None = None) -> Iterator[str]:
-    """Yield raw texts of one source (file, BEIR folder, ``datasets`` folder or builtin corpus)."""
+SOURCE_COLUMN = "source"
+
+
+def iter_rows(
+    path: str | Path, column: str | None = None, sources: Collection[str] | None = None
+) -> Iterator[str]:
+    """Yield raw texts of one source (file, BEIR folder, ``datasets`` folder or builtin corpus).
+
+    Args:
+        path: the source.
+        column: text column/field of tsv, csv, jsonl and ``datasets`` sources (default ``text``).
+        sources: keep only rows whose ``source`` column starts with one of these (tsv, csv, jsonl).
+    """
+    if sources:
+        yield from _iter_sources(Path(path), column or "text", set(sources))
+        return
     if str(path) in BUILTIN_CORPORA:
         yield from stdlib_docs_texts()
         return
@@ -73,6 +87,32 @@ def iter_rows(path: str | Path, column: str | None = None) -> Iterator[str]:
         raise EmbedkdError(f"cannot read data file {path}: {exc}") from exc
 
 
+def _iter_sources(path: Path, column: str, sources: set[str]) -> Iterator[str]:
+    """Rows of a table or JSON-lines file whose ``source`` column starts with one of ``sources``."""
+    kind = _kind(path)
+    if not path.is_file() or kind not in ("jsonl", "json", "tsv", "csv"):
+        raise EmbedkdError(
+            f"a source filter needs a tsv, csv or jsonl file with a 'source' column; got {path}"
+        )
+    with _open_text(path) as f:
+        if kind in ("jsonl", "json"):
+            rows: Iterable[dict] = (row for _, row in _json_lines(f, path))
+        else:
+            rows = _table(f, kind, path, (column, SOURCE_COLUMN))
+        seen: set[str] = set()
+        matched: set[str] = set()
+        for row in rows:
+            source = str(row.get(SOURCE_COLUMN))
+            seen.add(source)
+            hits = {s for s in sources if source.startswith(s)}
+            if hits:
+                matched |= hits
+                yield str(row.get(column) or "")
+    missing = sorted(sources - matched)
+    if missing:
+        raise EmbedkdError(f"{path} has no rows of source(s) {missing}; its sources are {sorted(seen)}")
+
+
 def _json_lines(f: Iterable[str], path: Path) -> Iterator[tuple[int, dict]]:
     for n, line in enumerate(f, 1):
         if line.strip():
@@ -91,6 +131,10 @@ def _iter_jsonl(f: Iterable[str], column: str, path: Path) -> Iterator[str]:
 
 
 def _iter_table(f: Iterable[str], kind: str, column: str, path: Path) -> Iterator[str]:
+    yield from (row[column] or "" for row in _table(f, kind, path, (column,)))
+
+
+def _table(f: Iterable[str], kind: str, path: Path, columns: Sequence[str]) -> Iterator[dict]:
     csv.field_size_limit(1 << 28)
     # TSV has no quoting convention: with csv's default quoting a stray '"' would swallow the
     # following lines into one field (it merged 33 rows of distill-text's merged TSV).
@@ -98,11 +142,12 @@ def _iter_table(f: Iterable[str], kind: str, column: str, path: Path) -> Iterato
     reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",", quoting=quoting)
     if reader.fieldnames is None:
         raise EmbedkdError(f"data file {path} has no header row")
-    if column not in reader.fieldnames:
-        raise EmbedkdError(
-            f"{path} has no column {column!r}; columns are {reader.fieldnames} (use --text-column)"
-        )
-    yield from (row[column] or "" for row in reader)
+    for column in columns:
+        if column not in reader.fieldnames:
+            raise EmbedkdError(
+                f"{path} has no column {column!r}; columns are {reader.fieldnames} (use --text-column)"
+            )
+    yield from reader
 
 
 def _field(row: dict, column: str, path: Path, line_no: int) -> str:
@@ -166,7 +211,12 @@ def clean_texts(rows: Iterable[str]) -> tuple[list[str], TextStats]:
 
 
 def load_texts(
-    paths: str | Path | Sequence[str | Path], column: str | None = None, max_samples: int | None = None
+    paths: str | Path | Sequence[str | Path],
+    column: str | None = None,
+    max_samples: int | None = None,
+    *,
+    sources: Collection[str] | None = None,
+    max_words: int | None = None,
 ) -> list[str]:
     """Read, clean and de-duplicate texts from one or more sources.
 
@@ -174,6 +224,8 @@ def load_texts(
         paths: file(s), BEIR/``datasets`` folder(s), or ``"stdlib-docs"`` (texts shipped with Python).
         column: text column/field for tsv, csv, jsonl and ``datasets`` sources (default ``text``).
         max_samples: keep at most this many texts (the first ones, after de-duplication).
+        sources: keep only rows whose ``source`` column starts with one of these (tsv, csv, jsonl).
+        max_words: keep only texts of at most this many whitespace-separated words (query-like texts).
 
     Raises:
         EmbedkdError: a source is missing, unreadable or yields no text.
@@ -184,7 +236,10 @@ def load_texts(
         raise EmbedkdError("no data given")
     if max_samples is not None and max_samples < 1:
         raise ConfigError(f"max_samples must be a positive number of texts, got {max_samples}")
-    texts, stats = clean_texts(t for p in paths for t in iter_rows(p, column))
+    rows = (t for p in paths for t in iter_rows(p, column, sources))
+    if max_words:
+        rows = (t for t in rows if len(t.split()) <= max_words)
+    texts, stats = clean_texts(rows)
     logger.info(
         "data: %d rows, %d empty dropped, %d duplicates removed, %d texts",
         stats.rows,

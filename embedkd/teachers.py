@@ -17,18 +17,10 @@ from typing import Protocol
 
 import numpy as np
 
-from embedkd.encoders import ROLES, Encoder, check_role
+from embedkd.encoders import Encoder, check_role
 from embedkd.external_teachers import HTTPTeacher, PrecomputedTeacher
 
-__all__ = [
-    "ROLES",
-    "HTTPTeacher",
-    "PrecomputedTeacher",
-    "SentenceTransformerTeacher",
-    "Teacher",
-    "check_role",
-    "load_teacher",
-]
+__all__ = ["HTTPTeacher", "PrecomputedTeacher", "SentenceTransformerTeacher", "Teacher", "load_teacher"]
 
 logger = logging.getLogger(__name__)
 

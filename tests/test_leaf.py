@@ -289,3 +289,57 @@ def test_torchrun_two_processes(models, data_file, tmp_path):
     report = json.loads((tmp_path / "out" / "embedkd_fidelity.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 3
     assert SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["x"]).shape == (1, 48)
+
+
+# --------------------------------------------------------------------------- teacher-derived students
+
+
+def test_student_cut_from_the_teacher_keeps_its_space_and_layers(tiny_st_factory, data_file, tmp_path):
+    teacher = tiny_st_factory(hidden=48, layers=4, seed=5)
+    out = embedkd.distill(
+        teacher=teacher,
+        student="teacher",
+        data=data_file,
+        output=tmp_path / "out",
+        student_num_layers=2,
+        layer_rule="first",
+        heldout=24,
+        batch_size=16,
+        max_steps=3,
+        cache_dir=tmp_path / "cache",
+    )
+    report = json.loads((out / "embedkd_fidelity.json").read_text())
+    assert report["student_from_teacher"] is True and report["student"] == str(teacher)
+    assert report["student_kept_layers"] == [0, 1]
+    model = SentenceTransformer(str(out))
+    assert model[0].auto_model.config.num_hidden_layers == 2
+    # Same tokenizer, pooling and dimension as the teacher: no projection module.
+    assert [type(m).__name__ for m in model] == [type(m).__name__ for m in SentenceTransformer(teacher)]
+    assert model.encode(["a text"]).shape == (1, 48)
+
+
+def test_evenly_spaced_layers_are_the_default_rule(tiny_st_factory, tmp_path):
+    from embedkd.methods.leaf import LeafConfig
+    from embedkd.methods.leaf.train import kept_layers
+
+    teacher = tiny_st_factory(hidden=48, layers=4, seed=5)
+    config = LeafConfig(teacher=teacher, student="teacher", student_num_layers=3, output=str(tmp_path))
+    assert kept_layers(config) == (0, 2, 3)  # first and last always kept
+    assert kept_layers(LeafConfig(teacher=teacher, student="teacher", output=str(tmp_path))) is None
+
+
+def test_black_box_teacher_cannot_give_its_layers(tmp_path):
+    with pytest.raises(embedkd.EmbedkdError, match="black box"):
+        embedkd.distill(teacher=str(tmp_path / "vectors.npy"), student="teacher", output=str(tmp_path))
+
+
+def test_source_filter_and_word_cap_pick_query_like_rows(tmp_path):
+    from embedkd.data import load_texts
+
+    path = tmp_path / "mixed.tsv"
+    rows = ["source\ttext", "dpr-nq\twho wrote hamlet", "wiki\ta long encyclopedic sentence about many things here",
+            "msmarco-passage\twhat is a kidney stone made of and how does it form in the body"]  # fmt: skip
+    path.write_text("\n".join(rows) + "\n")
+    assert load_texts(path, sources=["dpr", "msmarco"], max_words=6) == ["who wrote hamlet"]
+    with pytest.raises(embedkd.EmbedkdError, match="no rows of source"):
+        load_texts(path, sources=["fever"])

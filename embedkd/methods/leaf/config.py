@@ -23,6 +23,16 @@ LEAF_LR = 4e-4
 LEAF_EPOCHS = 6.0
 
 
+TEACHER_STUDENT = "teacher"  # --student teacher: the student is cut from the teacher's own layers
+
+
+class LayerRule(str, Enum):
+    """Which layers ``--student-num-layers N`` keeps."""
+
+    EVENLY = "evenly"  # spread over the depth, first and last kept (sentence-transformers' guide)
+    FIRST = "first"  # the bottom N layers
+
+
 class Role(str, Enum):
     """The prompt role a teacher embeds a text with."""
 
@@ -51,7 +61,13 @@ class LeafConfig(DistillConfig):
     text_column: str | None = option(None, "text column of tsv/csv/jsonl data (default: text)")
     heldout: int = option(1000, "texts kept aside for the fidelity check (never trained on)")
     student_layers: tuple[int, ...] | None = option(None, "keep these 0-based student layers, e.g. 0,2,4")
-    student_num_layers: int | None = option(None, "keep N evenly spaced student layers")
+    student_num_layers: int | None = option(None, "keep N of the student's layers (see --layer-rule)")
+    layer_rule: LayerRule = option(LayerRule.EVENLY, "which layers --student-num-layers keeps")
+    sources: tuple[str, ...] = option(
+        (),
+        "train only on rows whose 'source' column starts with one of these (tsv/csv/jsonl), e.g. dpr,msmarco",
+    )
+    max_words: int | None = option(None, "train only on texts of at most this many words (query-like texts)")
     projection: bool = option(
         True, "fail instead of adding a projection when dims differ", flag="--no-projection"
     )
@@ -83,7 +99,13 @@ class LeafConfig(DistillConfig):
         """The shared checks, then LEAF's own; raises :class:`ConfigError` naming the first bad value."""
         super().validate()
         check_positive(self, "heldout", "teacher_batch_size")
-        check_positive_or_none(self, "student_num_layers")
+        check_positive_or_none(self, "student_num_layers", "max_words")
+        if self.student == TEACHER_STUDENT and self.black_box_teacher:
+            raise ConfigError(
+                f"--student teacher cuts the student from the teacher's own layers, but the teacher "
+                f"{self.teacher!r} is a black box (an HTTP endpoint or precomputed vectors); give a student "
+                "model instead (e.g. --student sentence-transformers/all-MiniLM-L6-v2) or a local teacher"
+            )
         if self.max_samples is not None and self.max_samples < 2:
             raise ConfigError(f"--max-samples must be >= 2, got {self.max_samples}")
         if self.student_layers is not None and self.student_num_layers is not None:
@@ -100,3 +122,13 @@ class LeafConfig(DistillConfig):
             raise ConfigError(f"--augment must be >= 0 new texts per training text, got {self.augment}")
         if self.eval_steps < 0:
             raise ConfigError(f"--eval-steps must be >= 0, got {self.eval_steps}")
+
+    @property
+    def black_box_teacher(self) -> bool:
+        """Whether the teacher is reached only through its vectors (an HTTP endpoint or a ``.npy`` file)."""
+        return self.teacher.startswith(("http://", "https://")) or self.teacher.endswith(".npy")
+
+    @property
+    def student_model(self) -> str:
+        """The model the student starts from (the teacher itself for ``--student teacher``)."""
+        return self.teacher if self.student == TEACHER_STUDENT else self.student

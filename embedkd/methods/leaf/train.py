@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkd.errors import EmbedkdError
-from embedkd.methods.leaf.config import LeafConfig
+from embedkd.methods.leaf.config import LayerRule, LeafConfig
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def _check_models(config: LeafConfig) -> None:
     """Fail on an unknown model before any loading or reading."""
     from embedkd.hub import resolve_model
 
-    if not config.teacher.startswith(("http://", "https://")) and not config.teacher.endswith(".npy"):
+    if not config.black_box_teacher:
         resolve_model(config.teacher)
-    resolve_model(config.student)
+    resolve_model(config.student_model)
 
 
 def _split(config: LeafConfig) -> tuple[list[str], list[str], list[str]]:
@@ -66,7 +66,7 @@ def _split(config: LeafConfig) -> tuple[list[str], list[str], list[str]]:
     from embedkd.data import load_texts, split_texts
     from embedkd.methods.leaf.augment import augment_texts
 
-    texts = load_texts(config.data, config.text_column)
+    texts = load_texts(config.data, config.text_column, sources=config.sources, max_words=config.max_words)
     train, heldout = split_texts(texts, config.max_samples, config.heldout, config.seed)
     logger.info("LEAF: %d training texts, %d held-out texts", len(train), len(heldout))
     augmented = augment_texts(train, config.augment, config.seed)
@@ -98,10 +98,9 @@ def _build_student(config: LeafConfig, teacher, data: LabelledTexts, resuming: b
     if bad_dims:
         raise EmbedkdError(f"--matryoshka-dims {bad_dims} exceed the teacher dimension {teacher.dim}")
     student = build_student(
-        config.student,
+        config.student_model,
         teacher.dim,
-        layers=config.student_layers,
-        num_layers=config.student_num_layers,
+        layers=kept_layers(config),
         projection=config.projection,
         max_seq_length=config.max_seq_length,
     )
@@ -112,6 +111,22 @@ def _build_student(config: LeafConfig, teacher, data: LabelledTexts, resuming: b
         linear_fit = init_projection_lstsq(student, data.train[:n], data.fit_vectors[:n])
         logger.info("projection initialised by least squares on %d texts (train cosine %.4f)", n, linear_fit)
     return student, linear_fit
+
+
+def kept_layers(config: LeafConfig) -> tuple[int, ...] | None:
+    """The 0-based layers the student keeps (None: all of them), by ``--student-layers`` or the layer rule."""
+    from transformers import AutoConfig
+
+    from embedkd.hub import resolve_model
+    from embedkd.students import evenly_spaced_layers
+
+    if config.student_layers is not None or config.student_num_layers is None:
+        return config.student_layers
+    hf = AutoConfig.from_pretrained(resolve_model(config.student_model))
+    total = next(getattr(hf, a) for a in ("num_hidden_layers", "n_layers", "num_layers") if hasattr(hf, a))
+    if config.layer_rule is LayerRule.FIRST:
+        return tuple(range(min(config.student_num_layers, total)))
+    return evenly_spaced_layers(total, config.student_num_layers)
 
 
 def _loss(config: LeafConfig, student, teacher_dim: int):
@@ -200,8 +215,11 @@ def _report(
     return {
         "method": "leaf",
         "teacher": teacher.id,
-        "student": config.student,
+        "student": config.student_model,
+        "student_from_teacher": config.student == "teacher",
         "data": list(config.data),
+        "data_sources": list(config.sources),
+        "max_words": config.max_words,
         "train_texts": len(data.train),
         "augmented_texts": len(data.augmented),
         "heldout_texts": len(data.heldout),
@@ -215,6 +233,7 @@ def _report(
         "teacher_dim": teacher.dim,
         "student_layers": config.student_layers,
         "student_num_layers": config.student_num_layers,
+        "student_kept_layers": None if (kept := kept_layers(config)) is None else list(kept),
         "matryoshka_dims": list(config.matryoshka_dims),
         **extra,
         "heldout_cosine": final["cosine"],
