@@ -203,7 +203,7 @@ def setup_record(args, reports, train, queries: Queries, graph, student_dir, tra
 
 def relative_lineage(student_dir: Path) -> list[dict]:
     """The student's training runs, their directories relative to the project."""
-    from embedkd.methods.ontology.train import training_lineage
+    from embedkd.methods.ontology import training_lineage
 
     return [
         {k: rel(v) if k in ("output", "student") else v for k, v in run.items()}

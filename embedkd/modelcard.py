@@ -6,6 +6,35 @@ from pathlib import Path
 
 CARD_MARK = "<!-- embedkd card -->"
 
+# Terms of the text sources in the distillation-text collection embedkd's benchmarks use, by the
+# prefix of their ``source`` column: a student inherits the use its training texts allow.
+SOURCE_TERMS = {
+    "dpr-nq": "Natural Questions, CC BY-SA 3.0",
+    "dpr-trivia": "TriviaQA, Apache-2.0",
+    "dpr-squad": "SQuAD, CC BY-SA 4.0",
+    "dpr-wq": "WebQuestions, CC BY 4.0",
+    "dpr-curated": "CuratedTREC, TREC research use",
+    "msmarco": "MS MARCO, non-commercial research only",
+    "fever": "FEVER, CC BY-SA 3.0",
+    "mq": "TREC Million Query, TREC/NIST research use",
+    "terabyte": "TREC Terabyte, TREC/NIST research use",
+    "senteval": "SentEval collections, research use",
+    "snli": "SNLI, CC BY-SA 4.0",
+    "flickr8k": "Flickr8k captions, non-commercial research only",
+    "wiki": "Wikipedia, CC BY-SA",
+}
+
+
+def source_terms(sources: list[str]) -> str:
+    """``source (terms)`` for each source prefix, so a reader can tell what the student may be used for."""
+    out = []
+    for source in sources:
+        terms = [
+            t for prefix, t in SOURCE_TERMS.items() if prefix.startswith(source) or source.startswith(prefix)
+        ]
+        out.append(f"{source} ({'; '.join(terms) or 'terms: see the data'})")
+    return ", ".join(out)
+
 
 def render_card(report: dict) -> str:
     """Markdown summary of one distillation ``report`` (the dict saved as ``embedkd_fidelity.json``)."""
@@ -14,6 +43,8 @@ def render_card(report: dict) -> str:
         ("teacher", report.get("teacher")),
         ("student (initialised from)", report.get("student")),
         ("training data", ", ".join(map(str, report.get("data", [])))),
+        ("training text sources and terms", source_terms(report.get("data_sources") or [])),
+        ("teacher layers kept", _layers(report)),
         ("training texts / held-out texts", f"{report.get('train_texts')} / {report.get('heldout_texts')}"),
         ("optimizer steps", report.get("steps")),
         ("held-out cosine to teacher", _fmt(report.get("heldout_cosine"))),
@@ -29,6 +60,13 @@ def render_card(report: dict) -> str:
         "```python\nfrom sentence_transformers import SentenceTransformer\n"
         'model = SentenceTransformer("PATH")\nvectors = model.encode(["a query"])\n```\n\n'
     )
+
+
+def _layers(report: dict) -> str | None:
+    kept = report.get("student_kept_layers")
+    if not report.get("student_from_teacher") or kept is None:
+        return None
+    return f"{kept} (the student is the teacher with only these layers)"
 
 
 def _fmt(value, digits: int = 4) -> str | None:

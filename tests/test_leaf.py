@@ -311,6 +311,7 @@ def test_student_cut_from_the_teacher_keeps_its_space_and_layers(tiny_st_factory
     report = json.loads((out / "embedkd_fidelity.json").read_text())
     assert report["student_from_teacher"] is True and report["student"] == str(teacher)
     assert report["student_kept_layers"] == [0, 1]
+    assert "| teacher layers kept | [0, 1] " in (out / "README.md").read_text()
     model = SentenceTransformer(str(out))
     assert model[0].auto_model.config.num_hidden_layers == 2
     # Same tokenizer, pooling and dimension as the teacher: no projection module.
@@ -343,3 +344,11 @@ def test_source_filter_and_word_cap_pick_query_like_rows(tmp_path):
     assert load_texts(path, sources=["dpr", "msmarco"], max_words=6) == ["who wrote hamlet"]
     with pytest.raises(embedkd.EmbedkdError, match="no rows of source"):
         load_texts(path, sources=["fever"])
+
+
+def test_model_card_names_text_sources_and_their_terms():
+    from embedkd.modelcard import render_card
+
+    card = render_card({"method": "leaf", "data_sources": ["msmarco", "fever", "custom"]})
+    assert "msmarco (MS MARCO, non-commercial research only)" in card
+    assert "fever (FEVER, CC BY-SA 3.0)" in card and "custom (terms: see the data)" in card
