@@ -77,7 +77,7 @@ def test_each_stage_takes_its_trainer_settings_from_the_one_config(tmp_path):
     for args in (teacher, student):
         assert args.lr_scheduler_type.value == "cosine" and args.weight_decay == 0.01
         assert args.dataloader_drop_last and not args.remove_unused_columns
-        assert args.seed == 7 and args.warmup_steps == 0.1 and args.report_to in ([], "none", ["none"])
+        assert args.seed == 7 and args.warmup_steps == 0.1 and args.report_to == []  # "none": no integration
     fixed = DCLIPConfig(**REQUIRED, max_steps=1000, save_steps=20)
     args = training_arguments(fixed, tmp_path / "f", teacher=False, n_pairs=10)
     assert (args.max_steps, args.save_steps) == (1000, 20)
