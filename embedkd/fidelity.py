@@ -68,6 +68,17 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist())]))
 
 
+def bank_overlap(student_vecs: np.ndarray, teacher_vecs: np.ndarray, bank: np.ndarray, k: int = 10) -> float:
+    """Mean share of each text's teacher-vector top-k in ``bank`` that its student vector also finds.
+
+    ``bank`` holds teacher vectors of other texts (the documents of an index, or cached training
+    texts): this is the top-k overlap a search service sees when the student replaces the teacher for
+    queries.
+    """
+    _check_same_space(student_vecs, bank)
+    return neighbour_overlap(top_k(student_vecs, bank, k), top_k(teacher_vecs, bank, k))
+
+
 def task_fidelity(
     student_queries: np.ndarray,
     student_documents: np.ndarray,

@@ -72,6 +72,11 @@ class LeafConfig(DistillConfig):
         True, "fail instead of adding a projection when dims differ", flag="--no-projection"
     )
     matryoshka_dims: tuple[int, ...] = option((), "also train these truncated dims, e.g. 512,256,128")
+    kl_weight: float = option(
+        0.0, "weight of a ranking term: KL between teacher and student softmax over a bank of teacher vectors"
+    )
+    cosine_weight: float = option(0.0, "weight of a 1 - cosine term beside the squared L2")
+    bank_size: int = option(4096, "cached teacher vectors of training texts the ranking term scores against")
     teacher_max_seq_length: int | None = option(None, "teacher truncation in tokens")
     teacher_batch_size: int = option(32, "teacher encoding batch size")
     teacher_role: Role = option(Role.DOCUMENT, "prompt role the teacher embeds the training texts with")
@@ -120,6 +125,15 @@ class LeafConfig(DistillConfig):
             raise ConfigError(f"--student-dropout must be in [0, 1) or -1, got {self.student_dropout}")
         if self.augment < 0:
             raise ConfigError(f"--augment must be >= 0 new texts per training text, got {self.augment}")
+        if self.kl_weight < 0 or self.cosine_weight < 0:
+            raise ConfigError(
+                f"--kl-weight and --cosine-weight must be >= 0, got {self.kl_weight}, {self.cosine_weight}"
+            )
+        if self.matryoshka_dims and (self.kl_weight or self.cosine_weight):
+            raise ConfigError(
+                "--matryoshka-dims trains the squared L2 only; drop --kl-weight/--cosine-weight"
+            )
+        check_positive(self, "bank_size")
         if self.eval_steps < 0:
             raise ConfigError(f"--eval-steps must be >= 0, got {self.eval_steps}")
 
