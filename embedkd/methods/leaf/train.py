@@ -162,7 +162,9 @@ def train_leaf(config: LeafConfig) -> Path:
     teacher = load_teacher(config.teacher, max_seq_length=config.teacher_max_seq_length)
     texts = _split(config)
     args = _training_args(config, len(texts[0]) + len(texts[1]))
+    labelled = time.time()
     data = _label(config, teacher, args, texts)
+    label_seconds = time.time() - labelled
     student, linear_fit = _build_student(config, teacher, data, resume_from is not None)
     bank = data.fit_vectors[: min(len(data.train), HELDOUT_BANK)]
     evaluator = FidelityEvaluator(data.heldout, data.heldout_vectors, batch_size=config.batch_size, bank=bank)
@@ -175,13 +177,17 @@ def train_leaf(config: LeafConfig) -> Path:
         evaluator=evaluator,
         callbacks=callbacks(config),
     )
+    trained = time.time()
     steps = int(trainer.train(resume_from_checkpoint=resume_from).global_step)
+    train_seconds = time.time() - trained
     if not trainer.is_world_process_zero():
         return Path(config.output)
     extra = {
         "linear_fit_train_cosine": linear_fit,
         "heldout_cosine_before": before["heldout_cosine"],
         "heldout_top10_overlap_before": before.get("heldout_top10_overlap"),
+        "label_seconds": round(label_seconds, 1),  # teacher encoding (0 when every vector was cached)
+        "train_seconds": round(train_seconds, 1),
     }
     final_overlap = evaluator(student).get("heldout_top10_overlap")
     return _save(
