@@ -1,0 +1,85 @@
+"""``embedkd adapt``: a query student continues LEAF training on an index's own corpus, kept only if it wins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import embedkd
+from embedkd.errors import ConfigError, EmbedkdError
+from serve.adapt import AdaptConfig, adapt, pseudo_queries
+
+TOPICS = ["kidney stones", "solar panels", "river floods", "vaccine trials", "bee colonies", "steel alloys"]
+
+
+def _corpus(path: Path) -> Path:
+    rows = []
+    for i in range(60):
+        topic = TOPICS[i % len(TOPICS)]
+        text = (f"Study {i} of {topic} measured effect {i % 7}. The {topic} results varied by site {i % 5}. "
+                f"Further work on {topic} is planned for year {2000 + i}.")  # fmt: skip
+        rows.append({"_id": f"d{i}", "title": f"{topic} report {i}", "text": text})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def index_and_students(tiny_st_factory, tmp_path_factory):
+    from embedkd.teachers import load_teacher
+    from serve.builder import build_index
+
+    root = tmp_path_factory.mktemp("adapt")
+    teacher = tiny_st_factory(hidden=48, layers=2, seed=11)
+    cache = root / "cache"
+    build_index(_corpus(root / "corpus.jsonl"), load_teacher(teacher), root / "idx", teacher_name=teacher,
+                cache_dir=cache, show_progress=False)  # fmt: skip
+    # A student barely trained on unrelated text: far from the teacher on this corpus.
+    texts = root / "general.txt"
+    texts.write_text("\n".join(f"general sentence {i} about item {i % 13}" for i in range(120)) + "\n")
+    student = embedkd.distill(teacher=teacher, student=tiny_st_factory(hidden=32, layers=1, seed=3), data=texts,
+                              output=root / "general", max_steps=2, heldout=10, batch_size=16, cache_dir=cache)  # fmt: skip
+    return root, str(student), cache
+
+
+def test_pseudo_queries_are_titles_sentences_and_spans():
+    docs = [("Kidney stones", "Stones form in kidneys over years. They hurt a lot when they move. Ok.")]
+    out = pseudo_queries(docs, 100, seed=0)
+    assert "Kidney stones" in out and "Stones form in kidneys over years." in out
+    assert "Ok." not in out  # too short to be a query
+    assert len(out) == len(set(out)) and any(len(t.split()) <= 8 and t not in docs[0] for t in out)
+
+
+def test_adapt_writes_a_student_that_agrees_more_with_the_teacher(index_and_students, tmp_path):
+    root, student, cache = index_and_students
+    config = AdaptConfig(index_dir=str(root / "idx"), student=student, output=str(tmp_path / "adapted"),
+                         pseudo_queries=400, heldout=60, epochs=3, lr=1e-3, batch_size=16, cache_dir=str(cache))  # fmt: skip
+    report = adapt(config)
+    assert report["after"]["top10_overlap"] > report["before"]["top10_overlap"]
+    saved = json.loads((tmp_path / "adapted" / "embedkd_adapt.json").read_text())
+    assert saved["documents"] == 60 and saved["logged_queries"] == 0
+    assert "Adapted to an index" in (tmp_path / "adapted" / "README.md").read_text()
+    assert not (tmp_path / "adapted.work").exists()
+
+
+def test_adapt_refuses_a_student_that_does_not_win(
+    index_and_students, tmp_path, monkeypatch, tiny_st_factory
+):
+    import serve.adapt as module
+
+    root, student, cache = index_and_students
+    worse = tiny_st_factory(hidden=48, layers=1, seed=99)  # right dimension, not in the teacher's space
+    monkeypatch.setattr(module, "_train", lambda config, meta, texts, work: Path(worse))
+    config = AdaptConfig(index_dir=str(root / "idx"), student=student, output=str(tmp_path / "adapted"),
+                         pseudo_queries=200, heldout=40, cache_dir=str(cache))  # fmt: skip
+    with pytest.raises(EmbedkdError, match="did not beat"):
+        adapt(config)
+    assert not (tmp_path / "adapted").exists()
+
+
+def test_adapt_config_errors_name_the_value(tmp_path):
+    with pytest.raises(ConfigError, match="--pseudo-queries must be >= 1, got 0"):
+        AdaptConfig(index_dir="i", student="s", output="o", pseudo_queries=0)
+    with pytest.raises(ConfigError, match="--output must differ"):
+        AdaptConfig(index_dir="i", student=str(tmp_path), output=str(tmp_path))
