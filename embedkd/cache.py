@@ -73,6 +73,7 @@ class TeacherCache:
         self.teacher_id, self.dim, self.chunk_size = teacher_id, int(dim), chunk_size
         self._index: dict[bytes, tuple[int, int]] = {}
         self._chunks: list[np.ndarray] = []
+        self._chunk_names: list[str] = []
         self._loaded: set[str] = set()
         self._open()
 
@@ -157,6 +158,7 @@ class TeacherCache:
             )
         chunk_no = len(self._chunks)
         self._chunks.append(vecs)
+        self._chunk_names.append(name)
         for row, key in enumerate(keys):
             self._index[key.tobytes()] = (chunk_no, row)
 
@@ -192,8 +194,40 @@ class TeacherCache:
         self._loaded.add(name)
         chunk_no = len(self._chunks)
         self._chunks.append(vectors)
+        self._chunk_names.append(name)
         for row, key in enumerate(keys):
             self._index[key] = (chunk_no, row)
+
+    def delete(self, keys: Sequence[bytes]) -> int:
+        """Remove the vectors of ``keys`` from disk and memory; returns how many were cached.
+
+        Each chunk holding one of them is rewritten without it: the remaining rows are committed as a
+        new chunk first, then the old chunk's commit record is removed (which invalidates it), then its
+        files. A kill in between leaves either both chunks (the deletion is simply not done) or orphan
+        files that loading ignores. Other processes that loaded the old chunk keep it until they reopen.
+        """
+        wanted = set(keys)
+        present = [k for k in wanted if k in self._index]
+        for chunk, name in enumerate(list(self._chunk_names)):
+            if not len(self._chunks[chunk]):
+                continue
+            try:  # every chunk on disk, not only those the index points at: a key may be in two
+                chunk_keys = [k.tobytes() for k in np.load(self.dir / f"{name}.keys.npy")]
+            except OSError:
+                continue
+            rows = [r for r, key in enumerate(chunk_keys) if key not in wanted]
+            if len(rows) == len(chunk_keys):
+                continue
+            if rows:
+                self.add([chunk_keys[r] for r in rows], np.asarray(self._chunks[chunk])[rows])
+            for suffix in (".json", ".keys.npy", ".vecs.npy"):  # the commit record first
+                (self.dir / f"{name}{suffix}").unlink(missing_ok=True)
+            self._chunks[chunk] = np.empty((0, self.dim), dtype=np.float32)
+        for key in present:
+            del self._index[key]
+        if present:
+            logger.info("cache %s: deleted %d vector(s)", self.dir, len(present))
+        return len(present)
 
     def encode(
         self,

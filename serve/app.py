@@ -18,12 +18,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from embedkd.errors import EmbedkdError
+from embedkd.errors import ConfigError, EmbedkdError
 from serve.batcher import MicroBatcher
 from serve.metrics import Metrics, MetricsMiddleware
+from serve.monitor import AlignmentMonitor, MonitorConfig
+from serve.querylog import QueryLog
 from serve.routes import documents_router, info_router, search_router
+from serve.routes_admin import admin_router
 from serve.service import ReadOnlyError, SearchService, ServiceOptions, UnknownFieldError
 from serve.settings import ServeSettings
+from serve.swap import StudentNotFoundError, StudentSwapper, StudentWatcher, SwapBusyError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +45,53 @@ def open_service(settings: ServeSettings) -> SearchService:
         device=settings.device,
         quantize=settings.quantize,
     )
-    return SearchService.open(settings.index_dir, settings.student, settings.teacher, options)
+    service = SearchService.open(settings.index_dir, settings.student, settings.teacher, options)
+    if settings.monitor_sample > 0 and service.teacher is None:
+        service.close()
+        raise ConfigError(
+            f"--monitor-sample {settings.monitor_sample} needs the teacher: pass --teacher "
+            f"{service.meta.teacher_name!r} (with --read-only on a replica)"
+        )
+    return service
+
+
+def open_monitor(
+    settings: ServeSettings, svc: SearchService, metrics: Metrics
+) -> tuple[AlignmentMonitor | None, QueryLog | None]:
+    """The alignment monitor (started) and its query log, or ``(None, None)`` when sampling is off.
+
+    Sampled queries leave a trace on disk (log rows, teacher-cache vectors) only where the service
+    can delete it again: with the query log on and a writable index directory.
+    """
+    if settings.monitor_sample <= 0:
+        return None, None
+    log = None
+    if settings.query_log and svc.read_only:
+        logger.warning("read-only service: the query log is off (the monitor keeps only its figures)")
+    elif settings.query_log:
+        log = QueryLog.in_index(
+            svc.index_dir, svc.meta.teacher_id, svc.meta.dim, max_rows=settings.query_log_max
+        )
+    config = MonitorConfig(
+        sample=settings.monitor_sample,
+        window=settings.monitor_window,
+        alert=settings.monitor_alert,
+        budget_per_minute=settings.monitor_budget,
+        queue_size=settings.monitor_queue,
+        seed=settings.monitor_seed,
+    )
+    cached = log is not None
+    monitor = AlignmentMonitor(
+        config,
+        teacher=lambda texts: svc.embed_teacher_queries(texts, cached=cached),
+        search=lambda vectors, k: [[hit.id for hit in row] for row in svc.search(vectors, k)],
+        log=log,
+        forget=svc.forget_teacher_queries if cached else None,
+        metrics=metrics.enable_monitor(),
+    )
+    monitor.start()
+    logger.info("alignment monitor on: %s, query log %s", config, "on" if log else "off")
+    return monitor, log
 
 
 def set_threads(n: int) -> None:
@@ -68,19 +118,29 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         )
         await batcher.start()
         await batcher.submit(["warm-up"])  # first forward pass allocates; keep it off the first request
+        monitor, log = open_monitor(settings, svc, metrics)
+        swapper = StudentSwapper(svc, device=settings.device, quantize=settings.quantize, monitor=monitor)
         app.state.service, app.state.batcher = svc, batcher
-        follower = None
+        app.state.monitor, app.state.query_log, app.state.swapper = monitor, log, swapper
+        tasks = []
         if svc.read_only and settings.refresh_seconds > 0:
-            follower = asyncio.create_task(_follow(svc, settings.refresh_seconds))
+            tasks.append(asyncio.create_task(_follow(svc, settings.refresh_seconds)))
+        if settings.watch_student is not None:
+            watcher = StudentWatcher(settings.watch_student, swapper, settings.watch_interval)
+            tasks.append(asyncio.create_task(watcher.run()))
         logger.info("serving %s: %s", settings.index_dir, svc.stats())
         try:
             yield
         finally:
-            if follower is not None:
-                follower.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+                    await task
             await batcher.stop()
+            if monitor is not None:
+                await run_in_threadpool(monitor.stop)
+            if log is not None:
+                log.close()
             await run_in_threadpool(svc.close)
 
     app = FastAPI(
@@ -94,6 +154,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     app.include_router(search_router)
     app.include_router(documents_router)
     app.include_router(info_router)
+    app.include_router(admin_router)
     _install_error_handlers(app)
     return app
 
@@ -140,6 +201,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReadOnlyError)
     async def read_only(_request: Request, exc: ReadOnlyError):
         return _error(403, "read_only", str(exc))
+
+    @app.exception_handler(StudentNotFoundError)
+    async def no_student(_request: Request, exc: StudentNotFoundError):
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(SwapBusyError)
+    async def swap_busy(_request: Request, exc: SwapBusyError):
+        return _error(409, "conflict", str(exc))
 
     @app.exception_handler(EmbedkdError)
     async def embedkd_error(_request: Request, exc: EmbedkdError):

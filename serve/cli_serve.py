@@ -54,6 +54,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for encoding and search (default: all cores)"
     )
+    _add_alignment_arguments(parser)
+
+
+def _add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("alignment monitor, query log and student hot swap")
+    group.add_argument(
+        "--monitor-sample",
+        type=float,
+        default=None,
+        help="fraction of queries the teacher re-embeds off the request path (default 0: off; needs --teacher)",
+    )
+    group.add_argument(
+        "--monitor-alert", type=float, default=None, help="degraded below this rolling cosine (0.85)"
+    )
+    group.add_argument(
+        "--monitor-window", type=int, default=None, help="samples in the rolling figures (200)"
+    )
+    group.add_argument(
+        "--monitor-budget", type=int, default=None, help="most teacher texts per minute for the monitor (600)"
+    )
+    group.add_argument(
+        "--monitor-queue", type=int, default=None, help="samples waiting for the teacher at most (256)"
+    )
+    group.add_argument("--monitor-seed", type=int, default=None, help="seed of the sampling (0)")
+    group.add_argument(
+        "--query-log-max", type=int, default=None, help="most sampled queries kept in the query log (10000)"
+    )
+    group.add_argument(
+        "--no-query-log",
+        dest="query_log",
+        action="store_false",
+        default=None,
+        help="keep only the monitor's figures, not the sampled queries",
+    )
+    group.add_argument(
+        "--students-dir", default=None, help="folder of students that POST /admin/student may load"
+    )
+    group.add_argument(
+        "--watch-student",
+        default=None,
+        help="poll this folder; swap in a student folder once its READY marker is written",
+    )
+    group.add_argument("--watch-interval", type=float, default=None, help="seconds between polls (2)")
 
 
 def settings_from_args(args: argparse.Namespace):

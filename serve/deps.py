@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serve.batcher import MicroBatcher
 from serve.metrics import Metrics
+from serve.monitor import AlignmentMonitor
 from serve.service import SearchService
 from serve.settings import ServeSettings
 
@@ -30,6 +31,10 @@ def get_batcher(request: Request) -> MicroBatcher:
 
 def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
+
+
+def get_monitor(request: Request) -> AlignmentMonitor | None:
+    return getattr(request.app.state, "monitor", None)
 
 
 def _check_key(settings: ServeSettings, creds: HTTPAuthorizationCredentials | None) -> None:
@@ -64,3 +69,4 @@ Service = Annotated[SearchService, Depends(get_service)]
 Batcher = Annotated[MicroBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 Settings = Annotated[ServeSettings, Depends(get_settings)]
+Monitor = Annotated[AlignmentMonitor | None, Depends(get_monitor)]

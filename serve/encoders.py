@@ -7,8 +7,11 @@ not the one that built it, is refused with a clear error instead of returning no
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
     from embedkd.teachers import Teacher
 
 logger = logging.getLogger(__name__)
+
+FIDELITY_FILE = "embedkd_fidelity.json"
+# Ids of real encoders (embedkd.teachers); a method whose "teacher" is not one (ontology) is not checked.
+ENCODER_ID_PREFIXES = ("st:", "http:", "precomputed:")
 
 
 class QueryEncoder(SentenceTransformerEncoder):
@@ -66,7 +73,12 @@ class QueryEncoder(SentenceTransformerEncoder):
 
 
 def load_query_encoder(
-    spec: str, meta: IndexMeta, *, device: str | None = None, quantize: str | None = None
+    spec: str,
+    meta: IndexMeta,
+    *,
+    device: str | None = None,
+    quantize: str | None = None,
+    safetensors_only: bool = False,
 ) -> QueryEncoder:
     """Load the student (any SentenceTransformer dir or id) and check it fits the index.
 
@@ -76,17 +88,22 @@ def load_query_encoder(
         device: torch device (default CPU).
         quantize: ``int8`` quantizes the student's linear layers for CPU inference
             (:func:`embedkd.students.quantize_for_cpu`); None keeps it as saved.
+        safetensors_only: load the transformer's weights from safetensors only (hot swap).
 
     Raises:
-        ConfigError: its output dimension is not the index's (the teacher's) dimension, or
-            quantization was asked for off the CPU.
+        ConfigError: its output dimension is not the index's (the teacher's) dimension, it records
+            another teacher than the index's (:func:`check_student_teacher`), or quantization was
+            asked for off the CPU.
     """
     from sentence_transformers import SentenceTransformer
 
     from embedkd.hub import resolve_model
     from embedkd.students import quantize_for_cpu
 
-    model = SentenceTransformer(resolve_model(spec), device=device or "cpu")
+    folder = resolve_model(spec)
+    check_student_teacher(folder, meta, spec)
+    kwargs = {"model_kwargs": {"use_safetensors": True}} if safetensors_only else {}
+    model = SentenceTransformer(folder, device=device or "cpu", **kwargs)
     if quantize:
         quantize_for_cpu(model, quantize)
     encoder = QueryEncoder(model, spec)
@@ -125,3 +142,43 @@ def load_index_teacher(spec: str, meta: IndexMeta, *, device: str | None = None)
             f"{meta.teacher_id!r} ({meta.dim}-d); pass --teacher {meta.teacher_name!r} or serve read-only"
         )
     return teacher
+
+
+def recorded_teacher(folder: str | Path) -> str | None:
+    """The teacher id a student folder records (``teacher`` in ``embedkd_fidelity.json``), if any.
+
+    Only ids of real encoders count (``st:...``, ``http:...``, ``precomputed:...``): a method whose
+    teacher is not an embedding model in the index's space records something else.
+    """
+    path = Path(folder) / FIDELITY_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read %s (%s); the student's teacher is not checked", path, exc)
+        return None
+    teacher = data.get("teacher") if isinstance(data, dict) else None
+    return teacher if isinstance(teacher, str) and teacher.startswith(ENCODER_ID_PREFIXES) else None
+
+
+def teacher_identity(teacher_id: str) -> str:
+    """The model part of a teacher id: its sequence length (``@seqN``) and output normalisation
+    (``:norm``) do not change its vector space, so a student distilled at 64 tokens fits an index
+    embedded at 256."""
+    return re.sub(r"@seq\d+", "", teacher_id).removesuffix(":norm")
+
+
+def check_student_teacher(folder: str | Path, meta: IndexMeta, spec: str) -> None:
+    """Refuse a student that records a teacher other than the one that built the index.
+
+    Raises:
+        ConfigError: the recorded teacher differs (a student with no record is accepted).
+    """
+    recorded = recorded_teacher(folder)
+    if recorded is not None and teacher_identity(recorded) != teacher_identity(meta.teacher_id):
+        raise ConfigError(
+            f"student {spec!r} was distilled from teacher {recorded!r} but the index was built by "
+            f"{meta.teacher_id!r}; its vectors are in another space (serve a student of the index's "
+            "teacher, or build the index with the student's teacher)"
+        )

@@ -49,6 +49,12 @@ class Metrics:
         )
         self.writes = Counter("embedkd_writes_total", "acknowledged writes", ["op"], registry=self.registry)
         self.documents = Gauge("embedkd_documents", "documents in the store", registry=self.registry)
+        self.monitor: MonitorMetrics | None = None
+
+    def enable_monitor(self) -> MonitorMetrics:
+        """Register the alignment monitor's metrics (only on services that run it)."""
+        self.monitor = MonitorMetrics(self.registry)
+        return self.monitor
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -56,6 +62,60 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+SHARE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+
+
+class MonitorMetrics:
+    """The alignment monitor's figures: rolling gauges (set at scrape time), per-sample histograms."""
+
+    GAUGES = {
+        "mean_cosine": ("embedkd_monitor_cosine", "rolling mean student-teacher cosine of sampled queries"),
+        "top10_overlap": ("embedkd_monitor_top10_overlap", "rolling mean top-10 overlap on the live index"),
+        "cosine_trend": (
+            "embedkd_monitor_cosine_trend",
+            "newer half minus older half of the window (cosine)",
+        ),
+        "degraded": ("embedkd_monitor_degraded", "1 when the rolling cosine is below --monitor-alert"),
+        "samples": ("embedkd_monitor_window_samples", "samples in the rolling window"),
+        "queued": ("embedkd_monitor_queue_size", "samples waiting for the teacher"),
+    }
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.gauges = {key: Gauge(name, doc, registry=registry) for key, (name, doc) in self.GAUGES.items()}
+        self.sampled = Counter("embedkd_monitor_sampled_total", "queries sampled", registry=registry)
+        self.skipped = Counter(
+            "embedkd_monitor_skipped_total",
+            "samples not measured: dropped (queue full), over_budget, stale (student swapped), errors",
+            ["reason"],
+            registry=registry,
+        )
+        self.cosine = Histogram(
+            "embedkd_monitor_sample_cosine",
+            "student-teacher cosine per sample",
+            buckets=SHARE_BUCKETS,
+            registry=registry,
+        )
+        self.overlap = Histogram(
+            "embedkd_monitor_sample_top10_overlap",
+            "top-10 overlap per sample",
+            buckets=SHARE_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, cosines, overlaps) -> None:
+        for value in cosines:
+            self.cosine.observe(value)
+        for value in overlaps:
+            if value is not None:
+                self.overlap.observe(value)
+
+    def update(self, stats: dict) -> None:
+        """Set the gauges from :meth:`serve.monitor.AlignmentMonitor.stats` (NaN for no value yet)."""
+        for key, gauge in self.gauges.items():
+            value = stats.get(key)
+            gauge.set(float("nan") if value is None else float(value))
 
 
 class MetricsMiddleware:

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from serve.deps import (
     Batcher,
     MetricsDep,
+    Monitor,
     Service,
     Settings,
     require_read_key,
@@ -50,6 +51,7 @@ async def search(
     batcher: Batcher,
     settings: Settings,
     metrics: MetricsDep,
+    monitor: Monitor,
 ):
     """Embed the query (or queries) with the student and return the top ``k`` documents."""
     texts = [body.query] if body.query is not None else list(body.queries or [])
@@ -62,7 +64,10 @@ async def search(
         # Runs in the encoding thread right after the forward pass: no second thread hand-off.
         encoded = time.perf_counter()
         hits = svc.search(vectors, body.k, body.filter, body.include_text)
-        return hits, truncated, encoded, time.perf_counter()
+        searched = time.perf_counter()
+        if monitor is not None:  # a sample only joins a bounded queue: never waits
+            monitor.offer(texts, vectors, svc.last_encoder_generation())
+        return hits, truncated, encoded, searched
 
     hits, truncated, encoded, searched = await batcher.submit(texts, search_rows)
     done = time.perf_counter()
@@ -151,14 +156,18 @@ async def healthz(svc: Service):
 
 
 @info_router.get("/stats", dependencies=[Depends(require_read_key)], responses=ERROR_RESPONSES)
-async def stats(svc: Service) -> dict:
-    """Counts, models, index type and dimensions."""
-    return await run_in_threadpool(svc.stats)
+async def stats(svc: Service, monitor: Monitor) -> dict:
+    """Counts, models, index type and dimensions; ``monitor``: the live alignment figures."""
+    out = await run_in_threadpool(svc.stats)
+    out["monitor"] = await run_in_threadpool(monitor.stats) if monitor is not None else {"enabled": False}
+    return out
 
 
 @info_router.get("/metrics", include_in_schema=False)
-async def metrics_endpoint(svc: Service, metrics: MetricsDep):
+async def metrics_endpoint(svc: Service, metrics: MetricsDep, monitor: Monitor):
     """Prometheus metrics."""
     metrics.documents.set(svc.store.count())
+    if monitor is not None and metrics.monitor is not None:
+        metrics.monitor.update(monitor.stats())
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

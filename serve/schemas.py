@@ -125,3 +125,22 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422)
 }
+
+
+class StudentSwapRequest(Strict):
+    """A student folder inside the service's ``--students-dir``."""
+
+    name: str = Field(min_length=1, max_length=512, description="folder name inside --students-dir, e.g. v2")
+
+
+class StudentSwapResponse(BaseModel):
+    student: str = Field(description="the student now serving queries")
+    previous: str = Field(description="the student it replaced")
+    dim: int
+    load_ms: float
+    warmup_ms: float
+
+
+class QueryLogDeleted(BaseModel):
+    deleted: int = Field(description="logged queries deleted")
+    cache_vectors_deleted: int = Field(description="their teacher vectors deleted from the teacher cache")

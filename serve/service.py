@@ -90,6 +90,9 @@ class SearchService:
         self._writer_lock = None if self.read_only else _lock_writer(index_dir)
         self.store = DocStore(index_dir / STORE_FILE, read_only=self.read_only)
         self._write_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()  # the query path reads, a hot swap replaces the reference
+        self._encoded_by = threading.local()
+        self.encoder_generation = 0
         self._cache = None
         self._since_snapshot = 0
         self.delta: VectorIndex | None = None
@@ -239,8 +242,55 @@ class SearchService:
 
     # ------------------------------------------------------------------ reads
     def encode_queries(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Student vectors of ``texts`` (one forward pass) and which were truncated."""
-        return self.encoder.encode(texts, "query"), self.encoder.truncated(texts)
+        """Student vectors of ``texts`` (one forward pass) and which were truncated.
+
+        A batch runs on the encoder it started with: :meth:`swap_encoder` never interrupts it.
+        """
+        with self._encoder_lock:
+            encoder, generation = self.encoder, self.encoder_generation
+        self._encoded_by.generation = generation
+        return encoder.encode(texts, "query"), encoder.truncated(texts)
+
+    def last_encoder_generation(self) -> int:
+        """Which student (:attr:`encoder_generation`) ran this thread's last :meth:`encode_queries`."""
+        return getattr(self._encoded_by, "generation", self.encoder_generation)
+
+    def swap_encoder(self, encoder: QueryEncoder) -> QueryEncoder:
+        """Serve queries with ``encoder`` from the next batch on (one reference swap); returns the old one.
+
+        Raises:
+            EmbedkdError: its dimension is not the index's.
+        """
+        if encoder.dim != self.meta.dim:
+            raise EmbedkdError(
+                f"query encoder outputs {encoder.dim}-d vectors, the index holds {self.meta.dim}-d"
+            )
+        with self._encoder_lock:
+            old, self.encoder = self.encoder, encoder
+            self.encoder_generation += 1
+        return old
+
+    def embed_teacher_queries(self, texts: Sequence[str], *, cached: bool = True) -> np.ndarray:
+        """Teacher vectors of ``texts`` as queries (the alignment monitor's), through the cache if ``cached``."""
+        if self.teacher is None:
+            raise ReadOnlyError("no teacher is configured; start the service with --teacher")
+        if not cached:
+            return self.teacher.encode(list(texts), "query", batch_size=self.options.teacher_batch_size)
+        with self._write_lock:  # the cache is not thread-safe
+            return self._teacher_cache().encode(
+                self.teacher, list(texts), "query", batch_size=self.options.teacher_batch_size
+            )
+
+    def forget_teacher_queries(self, texts: Sequence[str]) -> int:
+        """Delete the cached teacher vectors of ``texts`` as queries; returns how many were cached."""
+        from embedkd.cache import text_key
+
+        if self.teacher is None or not texts:
+            return 0
+        prompt = self.teacher.prompt("query")
+        keys = [text_key(self.teacher.id, prompt, t) for t in texts]
+        with self._write_lock:
+            return self._teacher_cache().delete(keys)
 
     def check_filter(self, filters: dict | None) -> None:
         if filters:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import DirectoryPath, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve.schemas import HARD_MAX_DOCUMENTS, HARD_MAX_K, HARD_MAX_QUERIES
@@ -37,6 +37,18 @@ class ServeSettings(BaseSettings):
             [EMBEDKD_QUANTIZE].
         threads: CPU threads for encoding and search (torch intra-op + FAISS OpenMP); default: all
             cores. On a shared or oversubscribed host, 1 avoids threads spinning at each other.
+        monitor_sample: fraction of served queries the alignment monitor embeds with the teacher
+            (0: monitor off; needs a teacher) [EMBEDKD_MONITOR_SAMPLE].
+        monitor_alert: the monitor reports ``degraded`` below this rolling mean cosine.
+        monitor_window: the monitor's figures cover the latest this many samples.
+        monitor_budget: most texts the teacher embeds for the monitor per minute.
+        monitor_queue: samples waiting for the teacher at most (more are dropped and counted).
+        monitor_seed: seed of the monitor's sampling.
+        query_log: log the monitor's samples and teacher vectors in the index directory.
+        query_log_max: most queries the log keeps (the oldest go first).
+        students_dir: folder whose student subfolders ``POST /admin/student`` may load.
+        watch_student: folder polled for a student marked ``READY`` to swap in.
+        watch_interval: seconds between polls of ``watch_student``.
     """
 
     model_config = SettingsConfigDict(env_prefix="EMBEDKD_", extra="ignore")
@@ -62,3 +74,14 @@ class ServeSettings(BaseSettings):
     device: str | None = None
     quantize: Literal["int8"] | None = None
     threads: int | None = Field(None, ge=1, le=512)
+    monitor_sample: float = Field(0.0, ge=0.0, le=1.0)
+    monitor_alert: float = Field(0.85, ge=-1.0, le=1.0)
+    monitor_window: int = Field(200, ge=2, le=1_000_000)
+    monitor_budget: int = Field(600, ge=1)
+    monitor_queue: int = Field(256, ge=1, le=1_000_000)
+    monitor_seed: int = 0
+    query_log: bool = True
+    query_log_max: int = Field(10_000, ge=1)
+    students_dir: DirectoryPath | None = None
+    watch_student: DirectoryPath | None = None
+    watch_interval: float = Field(2.0, gt=0)

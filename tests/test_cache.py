@@ -299,3 +299,23 @@ def test_concurrent_caches_pick_up_each_others_chunks(tmp_path):
     out = cache_b.encode(inter, TEXTS[:12])
     np.testing.assert_array_equal(out, expected(TEXTS[:12]))
     assert inter.seen == TEXTS[:4] and a.seen == TEXTS[4:12]
+
+
+def test_delete_removes_vectors_on_disk_and_keeps_the_rest(tmp_path):
+    """Deleted keys are gone in this process and after a reopen; the chunk's other rows stay cached,
+    and a key that two chunks hold (two processes embedded it) is removed from both."""
+    teacher = FakeTeacher()
+    cache = TeacherCache.for_teacher(teacher, tmp_path, chunk_size=4)
+    cache.encode(teacher, TEXTS[:8], "query")
+    dup = text_key("fake", "q: ", TEXTS[1])
+    cache.add([dup], expected([TEXTS[1]], prompt="q: "))  # a second copy in a later chunk
+    victims = [text_key("fake", "q: ", t) for t in (TEXTS[1], TEXTS[6])] + [b"\0" * 16]
+    assert cache.delete(victims) == 2
+    assert len(cache) == 6
+    reopened = TeacherCache.for_teacher(FakeTeacher(), tmp_path)
+    assert len(reopened) == 6 and not {k for k in victims} & set(reopened._index)
+    again = FakeTeacher()
+    out = reopened.encode(again, TEXTS[:8], "query")
+    np.testing.assert_array_equal(out, expected(TEXTS[:8], prompt="q: "))
+    assert again.seen == [TEXTS[1], TEXTS[6]]  # only the deleted ones are embedded again
+    assert cache.delete([]) == 0
