@@ -16,7 +16,6 @@ import logging
 import random
 import re
 import shutil
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from embedkd.errors import ConfigError, EmbedkdError
 
 logger = logging.getLogger(__name__)
 
-QUERY_LOG_FILE = "query_log.sqlite"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -86,13 +84,14 @@ def pseudo_queries(documents: list[tuple[str | None, str]], n: int, seed: int) -
     return pool[:n]
 
 
-def logged_queries(index_dir: Path) -> list[str]:
-    """Query texts from the service's query log (empty when there is none)."""
-    path = index_dir / QUERY_LOG_FILE
-    if not path.exists():
+def logged_queries(index_dir: Path, teacher_id: str) -> list[str]:
+    """Query texts from the service's query log (empty when the service kept none)."""
+    from serve.querylog import QUERY_LOG_FILE, read_query_log
+
+    if not (index_dir / QUERY_LOG_FILE).is_file():
         return []
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return [row[0] for row in conn.execute("SELECT query FROM query_log ORDER BY rowid")]
+    texts, _ = read_query_log(index_dir, teacher_id)
+    return texts
 
 
 def _documents(index_dir: Path) -> list[tuple[str | None, str, str]]:
@@ -135,7 +134,7 @@ def adapt(config: AdaptConfig) -> dict:
     if not docs:
         raise EmbedkdError(f"index {index_dir} holds no documents to adapt on")
     bank = cache.encode(teacher, [d[2] for d in docs], "document", show_progress=True)
-    logged = logged_queries(index_dir) if config.use_query_log else []
+    logged = logged_queries(index_dir, teacher.id) if config.use_query_log else []
     texts = list(
         dict.fromkeys(
             pseudo_queries([(t, x) for t, x, _ in docs], config.pseudo_queries, config.seed) + logged

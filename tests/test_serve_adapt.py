@@ -63,6 +63,39 @@ def test_adapt_writes_a_student_that_agrees_more_with_the_teacher(index_and_stud
     assert not (tmp_path / "adapted.work").exists()
 
 
+def test_adapt_trains_on_logged_queries_too(index_and_students, tmp_path, monkeypatch):
+    import shutil
+
+    import serve.adapt as module
+    from embedkd.teachers import load_teacher
+    from serve.querylog import QueryLog
+    from serve.snapshot import read_meta
+
+    root, student, cache = index_and_students
+    idx = tmp_path / "idx"
+    shutil.copytree(root / "idx", idx)
+    meta = read_meta(idx)
+    teacher = load_teacher(meta.teacher_name, max_seq_length=meta.teacher_max_seq_length)
+    log = QueryLog.in_index(idx, teacher.id, teacher.dim)
+    logged = ["which site had kidney stones", "bee colonies in year 2004"]
+    log.append(logged, teacher.encode(logged, "query"))
+    log.close()
+    seen = {}
+
+    def spy(config, meta, texts, work):
+        seen["texts"] = texts
+        raise EmbedkdError("stop after seeing the training texts")
+
+    monkeypatch.setattr(module, "_train", spy)
+    config = AdaptConfig(index_dir=str(idx), student=student, output=str(tmp_path / "out"), pseudo_queries=50,
+                         heldout=10, cache_dir=str(cache))  # fmt: skip
+    with pytest.raises(EmbedkdError, match="stop after"):
+        adapt(config)
+    texts = seen["texts"]
+    assert len(texts) == 50 + len(logged) - 10  # pseudo-queries and logged queries, minus the held-out ones
+    assert set(logged) & set(texts)
+
+
 def test_adapt_refuses_a_student_that_does_not_win(
     index_and_students, tmp_path, monkeypatch, tiny_st_factory
 ):
