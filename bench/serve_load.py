@@ -106,14 +106,16 @@ def free_port() -> int:
 
 
 def start_server(
-    index_dir: str, encoder: str, log: Path, threads: int | None
+    index_dir: str, encoder: str, log: Path, threads: int | None, extra: list[str] | None = None
 ) -> tuple[subprocess.Popen, str]:
+    """A real ``embedkd serve`` on a free port (read-only unless ``extra`` says otherwise), once healthy."""
     import httpx
 
     port = free_port()
     cmd = [sys.executable, "-m", "embedkd", "-q", "serve", "--index-dir", index_dir, "--student", encoder]
-    cmd += ["--read-only", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--threads", str(threads)] if threads else []
+    cmd += ["--read-only"] if extra is None else extra
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
