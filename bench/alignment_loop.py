@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_index(args)
     train, log = scifact_queries("train"), Path("runs/alignment_loop.server.log")
     ctx, test = context(argparse.Namespace(data=None, teacher=args.teacher, teacher_max_seq_length=256))
-    cost = overhead(args, train, log)
     Path(args.students_dir).mkdir(parents=True, exist_ok=True)
+    cost = overhead(args, train, log)
     proc, url = serve(args, args.student, 1.0, log)
     try:
         before = replay(url, train)

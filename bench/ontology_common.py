@@ -165,11 +165,38 @@ def encode_cached(model: str, texts: list[str], max_seq_length: int, batch_size:
     return cached_encode(teacher, texts, "document", batch_size=batch_size, show_progress=True)
 
 
-def load_student(path: Path, seq_len: int, quantize: str | None):
-    """The student as served: its max length set (transformers), optionally int8-quantized."""
+class ExportedStudent:
+    """An ONNX / OpenVINO student (:mod:`embedkd.backends`) with the ``SentenceTransformer.encode``
+    calls this benchmark makes; symmetric (role None), as the student is for reports."""
+
+    def __init__(self, encoder, seq_len: int) -> None:
+        self.encoder = encoder
+        self.encoder.max_seq_length = seq_len  # dynamic sequence axis: only the tokenizer cuts
+
+    def get_embedding_dimension(self) -> int:
+        return self.encoder.dim
+
+    def encode(self, texts, batch_size=32, normalize_embeddings=False, show_progress_bar=False, **_):
+        vecs = self.encoder.encode(list(texts), None, batch_size=batch_size, show_progress=show_progress_bar)
+        if normalize_embeddings:
+            vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return vecs
+
+
+def load_student(path: Path, seq_len: int, quantize: str | None, backend: str = "torch"):
+    """The student as served: its max length set (transformers), optionally int8-quantized.
+
+    ``backend`` onnx/openvino runs it exported (its int8 graph with ``quantize``); torch with ``quantize``
+    keeps PyTorch's eager dynamic quantization, which the recorded results used.
+    """
     from sentence_transformers import SentenceTransformer
 
     from embedkd.students import quantize_for_cpu
+
+    if backend != "torch":
+        from embedkd.backends import load_query_encoder
+
+        return ExportedStudent(load_query_encoder(str(path), backend, quantize=quantize), seq_len)
 
     student = SentenceTransformer(str(path), device="cpu")
     if type(student[0]).__name__ != "StaticEmbedding":  # a bag of tokens has no length limit to set

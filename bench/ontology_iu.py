@@ -110,6 +110,12 @@ def _serving_arguments(p: argparse.ArgumentParser) -> None:
         choices=["int8"],
         help="serve the student int8-quantized (quality and speed)",
     )
+    g.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx", "openvino"],
+        help="runtime of the served student (onnx/openvino: exported once; with --quantize, its int8 graph)",
+    )
     g.add_argument("--speed-docs", type=int, default=100_000)
     g.add_argument("--speed-queries", type=int, default=50)
     g.add_argument("--speed-exact-docs", type=int, default=20_000)
@@ -152,7 +158,7 @@ def student_rankings(args, student_dir: Path, texts: list[str], qids: list[int])
         full = load_student(student_dir, args.seq_len, None)
         full_vecs = full.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
         rankings["student_uncompressed"] = vector_rankings(full_vecs, qids)
-    student = load_student(served_dir, args.seq_len, args.quantize)
+    student = load_student(served_dir, args.seq_len, args.quantize, args.backend)
     student_vecs = student.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
     if args.compress_layers:  # how it is served: documents by the uncompressed student, queries by this one
         rankings["student_asym"] = vector_rankings(full_vecs, qids, query_vecs=student_vecs)
@@ -197,6 +203,7 @@ def setup_record(args, reports, train, queries: Queries, graph, student_dir, tra
         "student_train_s": train_s,
         "served_student_dir": rel(served["dir"]),
         "student_quantize": args.quantize,
+        "student_backend": args.backend,
         "compression": served["compression"],
     }
 
@@ -313,8 +320,11 @@ def _served(setup: dict) -> str:
             "searches documents embedded by that one with queries embedded by this one, as `embedkd serve` "
             "would with an index built by the uncompressed student)"
         )
+    backend = setup.get("student_backend", "torch")
     if setup.get("student_quantize"):
-        parts.append(f"run {setup['student_quantize']}-quantized (dynamic, CPU) for every number")
+        parts.append(f"run {setup['student_quantize']}-quantized (dynamic, CPU, {backend}) for every number")
+    elif backend != "torch":
+        parts.append(f"run on {backend} (exported, fp32) for every number")
     return (" The `student` row is the trained student " + "; ".join(parts) + ".") if parts else ""
 
 

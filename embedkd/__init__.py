@@ -24,6 +24,7 @@ _LAZY = {
     "TeacherCache": "embedkd.cache",
     "load_texts": "embedkd.data",
     "EmbedkdError": "embedkd.errors",
+    "export_model": "embedkd.export",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -172,6 +172,7 @@ def _load_encoders(cfg: EvalConfig) -> tuple[Any, Any]:
             max_seq_length=cfg.max_seq_length,
             batch_size=cfg.batch_size,
             show_progress=cfg.show_progress,
+            backend=cfg.backend,
         )
         if needs_student
         else None

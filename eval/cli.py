@@ -46,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--batch-size", type=int, default=32, help="encoding batch size (default 32)")
     o.add_argument("--max-seq-length", type=int, default=None, help="student max tokens (default: model's)")
     o.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx", "openvino"],
+        help="student runtime (default torch); onnx/openvino run an `embedkd export` folder (its int8 graph "
+        "if it has one) or export the student once into the cache",
+    )
+    o.add_argument(
         "--teacher-max-seq-length", type=int, default=None, help="teacher max tokens (part of the cache key)"
     )
     o.add_argument(
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         batch_size=args.batch_size,
         max_seq_length=args.max_seq_length,
+        backend=args.backend,
         teacher_max_seq_length=args.teacher_max_seq_length,
         cache_dir=args.cache_dir,
         fidelity=not args.no_fidelity,

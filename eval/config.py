@@ -94,6 +94,9 @@ class EvalConfig:
         split: evaluation split (BEIR ``qrels/<split>.tsv``, STS-B ``sts-<split>.csv``).
         batch_size: encoding batch size.
         max_seq_length: student max tokens (``None``: the model's own).
+        backend: runtime of a student given as a model string: ``torch`` (default), ``onnx`` or
+            ``openvino`` (:mod:`embedkd.backends`; a folder that is not an ``embedkd export`` is exported
+            once into the cache; an export's int8 graph is used when it has one).
         teacher_max_seq_length: teacher max tokens (part of the teacher-cache key).
         cache_dir: teacher-vector cache directory (default ``~/.cache/embedkd/teacher``).
         fidelity: compute student-teacher fidelity on the task texts.
@@ -117,6 +120,7 @@ class EvalConfig:
     batch_size: int = 32
     max_seq_length: int | None = None
     teacher_max_seq_length: int | None = None
+    backend: str = "torch"
     cache_dir: str | None = None
     fidelity: bool = True
     plots: bool = True
@@ -150,5 +154,13 @@ class EvalConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        from embedkd.backends import parse_backend
+
+        set_(self, "backend", parse_backend(self.backend).value)
+        if self.backend != "torch" and self.max_seq_length:
+            raise ConfigError(
+                f"--max-seq-length applies to the torch backend; an exported ({self.backend}) student keeps "
+                "the length it was exported with"
+            )
         if not self.split or not self.split.strip():
             raise ConfigError("--split must not be empty")

@@ -107,15 +107,29 @@ def _model_name(spec: str) -> str:
 
 
 def load_student_encoder(
-    model: Any, *, max_seq_length: int | None = None, batch_size: int = 32, show_progress: bool = False
+    model: Any,
+    *,
+    max_seq_length: int | None = None,
+    batch_size: int = 32,
+    show_progress: bool = False,
+    backend: str = "torch",
 ) -> MemoEncoder:
     """The student as a memoized encoder: a model string, a ``SentenceTransformer`` or an
     :class:`~embedkd.encoders.Encoder` (used as is).
 
+    ``backend`` (``onnx``, ``openvino``) runs a model string through :mod:`embedkd.backends` instead.
     Not :func:`embedkd.students.load_student`, which loads the ``SentenceTransformer`` itself.
     """
     from sentence_transformers import SentenceTransformer
 
+    if isinstance(model, str) and backend != "torch":
+        from embedkd.backends import load_query_encoder
+
+        return MemoEncoder(
+            load_query_encoder(
+                model, backend, batch_size=batch_size, show_progress=show_progress, name=_model_name(model)
+            )
+        )
     if isinstance(model, str):
         from embedkd.hub import resolve_model
 

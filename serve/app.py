@@ -44,6 +44,8 @@ def open_service(settings: ServeSettings) -> SearchService:
         cache_dir=settings.cache_dir,
         device=settings.device,
         quantize=settings.quantize,
+        backend=settings.backend,
+        threads=settings.threads,
     )
     service = SearchService.open(settings.index_dir, settings.student, settings.teacher, options)
     if settings.monitor_sample > 0 and service.teacher is None:

@@ -49,7 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quantize",
         default=None,
         choices=["int8"],
-        help="int8: quantize the query encoder for CPU inference",
+        help="int8: run the query encoder's int8 graph (ONNX with --backend torch; exported once if needed)",
+    )
+    parser.add_argument(
+        "--backend",
+        default=None,
+        choices=["torch", "onnx", "openvino"],
+        help="query encoder runtime (default torch; onnx/openvino export the student once) [EMBEDKD_BACKEND]",
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for encoding and search (default: all cores)"

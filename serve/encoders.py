@@ -21,6 +21,7 @@ from embedkd.errors import ConfigError
 from serve.index import IndexMeta
 
 if TYPE_CHECKING:
+    from embedkd.onnx_encoder import ExportedEncoder
     from embedkd.teachers import Teacher
 
 logger = logging.getLogger(__name__)
@@ -79,16 +80,20 @@ def load_query_encoder(
     device: str | None = None,
     quantize: str | None = None,
     safetensors_only: bool = False,
-) -> QueryEncoder:
+    backend: str = "torch",
+    threads: int | None = None,
+) -> QueryEncoder | ExportedEncoder:
     """Load the student (any SentenceTransformer dir or id) and check it fits the index.
 
     Args:
         spec: the student (directory or model id).
         meta: the index's metadata.
         device: torch device (default CPU).
-        quantize: ``int8`` quantizes the student's linear layers for CPU inference
-            (:func:`embedkd.students.quantize_for_cpu`); None keeps it as saved.
+        quantize: ``int8`` runs the student's ONNX int8 graph (exported once into the cache when the
+            folder is not an export; see :mod:`embedkd.backends`); None keeps the backend's default.
         safetensors_only: load the transformer's weights from safetensors only (hot swap).
+        backend: ``torch``, ``onnx`` or ``openvino`` (:class:`embedkd.backends.Backend`).
+        threads: CPU threads of the ONNX / OpenVINO runtime (None: all cores).
 
     Raises:
         ConfigError: its output dimension is not the index's (the teacher's) dimension, it records
@@ -98,15 +103,18 @@ def load_query_encoder(
     from sentence_transformers import SentenceTransformer
 
     from embedkd.hub import resolve_model
-    from embedkd.students import quantize_for_cpu
 
     folder = resolve_model(spec)
     check_student_teacher(folder, meta, spec)
-    kwargs = {"model_kwargs": {"use_safetensors": True}} if safetensors_only else {}
-    model = SentenceTransformer(folder, device=device or "cpu", **kwargs)
-    if quantize:
-        quantize_for_cpu(model, quantize)
-    encoder = QueryEncoder(model, spec)
+    if backend != "torch" or quantize:
+        from embedkd.backends import load_query_encoder as load_fast
+
+        encoder = load_fast(  # one forward pass per micro-batch, as QueryEncoder
+            folder, backend, quantize=quantize, device=device, threads=threads, batch_size=1024, name=spec
+        )
+    else:
+        kwargs = {"model_kwargs": {"use_safetensors": True}} if safetensors_only else {}
+        encoder = QueryEncoder(SentenceTransformer(folder, device=device or "cpu", **kwargs), spec)
     if encoder.dim != meta.dim:
         raise ConfigError(
             f"student {spec!r} outputs {encoder.dim}-d vectors but the index was built by teacher "
@@ -118,7 +126,7 @@ def load_query_encoder(
         spec,
         encoder.dim,
         encoder.max_seq_length,
-        f", {quantize}" if quantize else "",
+        f", {encoder.id.split(':')[0]}" if backend != "torch" or quantize else "",  # onnx, onnx-int8, ...
     )
     return encoder
 

@@ -62,7 +62,9 @@ class ServiceOptions:
         cache_dir: teacher cache root.
         teacher_batch_size: teacher batch size for document embedding.
         device: torch device for the models.
-        quantize: ``int8`` quantizes the query encoder for CPU inference (None: as saved).
+        quantize: ``int8`` runs the query encoder's ONNX int8 graph (None: the backend's default).
+        backend: query encoder runtime: ``torch``, ``onnx`` or ``openvino``.
+        threads: CPU threads of the ONNX / OpenVINO runtime (None: all cores).
     """
 
     read_only: bool = False
@@ -73,6 +75,8 @@ class ServiceOptions:
     teacher_batch_size: int = 32
     device: str | None = None
     quantize: str | None = None
+    backend: str = "torch"
+    threads: int | None = None
 
 
 class SearchService:
@@ -114,9 +118,16 @@ class SearchService:
         index_dir = Path(index_dir)
         meta = read_meta(index_dir)
         encoder = (
-            student
-            if isinstance(student, QueryEncoder)
-            else load_query_encoder(student, meta, device=options.device, quantize=options.quantize)
+            load_query_encoder(
+                student,
+                meta,
+                device=options.device,
+                quantize=options.quantize,
+                backend=options.backend,
+                threads=options.threads,
+            )
+            if isinstance(student, (str, Path))
+            else student  # an encoder object (QueryEncoder, an ONNX encoder, a test fake)
         )
         if encoder.dim != meta.dim:
             raise EmbedkdError(f"query encoder outputs {encoder.dim}-d vectors, the index holds {meta.dim}-d")

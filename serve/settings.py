@@ -32,9 +32,11 @@ class ServeSettings(BaseSettings):
         overfetch: hits fetched per wanted hit when filtering.
         cache_dir: teacher cache root [EMBEDKD_CACHE_DIR].
         device: torch device for both models.
-        quantize: ``int8`` quantizes the query encoder for CPU inference (unset: as saved); a
-            query's vector then depends slightly on the other queries in its micro-batch
-            [EMBEDKD_QUANTIZE].
+        backend: runtime of the query encoder: ``torch``, ``onnx`` or ``openvino`` (a student that is
+            not an ``embedkd export`` folder is exported once into the cache) [EMBEDKD_BACKEND].
+        quantize: ``int8`` runs the query encoder's int8 graph (ONNX's with the torch backend, which
+            replaces PyTorch's deprecated eager quantization; a query's vector then depends slightly on
+            the other queries in its micro-batch) [EMBEDKD_QUANTIZE].
         threads: CPU threads for encoding and search (torch intra-op + FAISS OpenMP); default: all
             cores. On a shared or oversubscribed host, 1 avoids threads spinning at each other.
         monitor_sample: fraction of served queries the alignment monitor embeds with the teacher
@@ -72,6 +74,7 @@ class ServeSettings(BaseSettings):
     overfetch: int = Field(4, ge=1, le=64)
     cache_dir: str | None = None
     device: str | None = None
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
     quantize: Literal["int8"] | None = None
     threads: int | None = Field(None, ge=1, le=512)
     monitor_sample: float = Field(0.0, ge=0.0, le=1.0)

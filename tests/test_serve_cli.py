@@ -131,3 +131,36 @@ def test_bad_serve_input(built, capsys, tmp_path, tiny_st_factory, monkeypatch):
         capsys,
     )
     assert "but the index was built by" in msg
+
+
+def test_serve_refuses_a_student_of_another_teacher_and_a_monitor_without_teacher(built, capsys, tmp_path):
+    """Start-up checks of issue 17: the teacher a student records, and the monitor's need of a teacher."""
+    import shutil
+
+    root, teacher, _ = built
+    student = tmp_path / "student"
+    shutil.copytree(teacher, student)
+    (student / "embedkd_fidelity.json").write_text(json.dumps({"teacher": "st:some/other-model@seq64"}))
+    msg = _error_of(["serve", "--index-dir", str(root / "idx"), "--student", str(student)], capsys)
+    assert "was distilled from teacher 'st:some/other-model@seq64' but the index was built by" in msg
+    meta = json.loads((root / "idx" / "meta.json").read_text())
+    same = meta["teacher_id"].replace("@seq48", "@seq16")  # another sequence length: the same space
+    (student / "embedkd_fidelity.json").write_text(json.dumps({"teacher": same}))
+    msg = _error_of(
+        ["serve", "--index-dir", str(root / "idx"), "--student", str(student), "--monitor-sample", "0.5"],
+        capsys,
+    )
+    assert "--monitor-sample 0.5 needs the teacher: pass --teacher" in msg
+    msg = _error_of(
+        [
+            "serve",
+            "--index-dir",
+            str(root / "idx"),
+            "--student",
+            teacher,
+            "--students-dir",
+            str(tmp_path / "no"),
+        ],
+        capsys,
+    )
+    assert msg.startswith("error: --students-dir (EMBEDKD_STUDENTS_DIR):")

@@ -7,6 +7,7 @@ student is swapped in, a flood is dropped, not queued, and the log survives ``ki
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from serve_helpers import HashEncoder, HashTeacher, Server, write_corpus
 
 from embedkd.errors import EmbedkdError
+from embedkd.teachers import SentenceTransformerTeacher
 from serve.app import create_app
 from serve.builder import build_index
 from serve.monitor import AlignmentMonitor, MonitorConfig, TokenBucket, _Sample
@@ -188,7 +190,7 @@ def test_stats_and_metrics_show_the_monitor_but_never_query_text(tmp_path):
         assert monitor["top10_overlap"] == 1.0 and monitor["query_log_rows"] == 3
         metrics = client.get("/metrics").text
         assert "embedkd_monitor_cosine 1.0" in metrics and "embedkd_monitor_degraded 0.0" in metrics
-        assert 'embedkd_monitor_skipped_total{reason="dropped"}' in metrics or "skipped" not in metrics
+        assert "# TYPE embedkd_monitor_skipped_total counter" in metrics
         for path in ("/stats", "/metrics", "/healthz", "/openapi.json"):
             assert "secret query" not in client.get(path).text
         assert client.get("/healthz").json().keys() == {"status", "documents"}
@@ -197,15 +199,11 @@ def test_stats_and_metrics_show_the_monitor_but_never_query_text(tmp_path):
     assert read_query_log(tmp_path / "idx")[0] == []
 
 
-def test_monitor_is_off_by_default_and_needs_a_teacher(tmp_path):
+def test_monitor_is_off_by_default(tmp_path):
     with _app_client(tmp_path) as client:
         assert client.get("/stats").json()["monitor"] == {"enabled": False}
         assert "embedkd_monitor" not in client.get("/metrics").text
     assert not (tmp_path / "idx" / QUERY_LOG_FILE).exists()
-    from serve.app import open_service
-
-    with pytest.raises(EmbedkdError, match="--monitor-sample 0.5 needs the teacher"):
-        open_service(ServeSettings(index_dir=tmp_path / "idx", student="hash", monitor_sample=0.5))
 
 
 KEY = "monitor-key"
@@ -229,12 +227,7 @@ def test_live_monitor_and_query_log_on_a_real_server(tmp_path, tiny_st_factory):
     service reports ``degraded``; a flood is dropped; the log keeps its bound and survives kill -9."""
     teacher_path = tiny_st_factory(hidden=32, seed=0)
     students = tmp_path / "students"
-    (students / "random").mkdir(parents=True)
-    import shutil
-
-    shutil.copytree(tiny_st_factory(hidden=32, seed=1), students / "random", dirs_exist_ok=True)
-    from embedkd.teachers import SentenceTransformerTeacher
-
+    shutil.copytree(tiny_st_factory(hidden=32, seed=1), students / "random")
     corpus = write_corpus(tmp_path / "corpus.jsonl", 40)
     build_index(
         corpus,
@@ -253,12 +246,11 @@ def test_live_monitor_and_query_log_on_a_real_server(tmp_path, tiny_st_factory):
         with httpx.Client(base_url=server.url, timeout=60) as client:
             _check_figures_move(client)
             _check_flood_is_dropped(client)
-            logged = _stream_until_logged(client, 30)
-        server.kill9()
+            logged = _kill_9_while_logging(server, client, 30)
     finally:
         server.stop()
     texts, vectors = read_query_log(tmp_path / "idx")
-    assert len(texts) == 20 and vectors.shape == (20, 32)  # the bound, after > 20 were logged
+    assert len(texts) == 20 and vectors.shape == (20, 32)  # the bound, after > 30 were logged
     with sqlite3.connect(tmp_path / "idx" / QUERY_LOG_FILE) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         last_id = db.execute("SELECT MAX(id) FROM query_log").fetchone()[0]
@@ -290,8 +282,27 @@ def _check_flood_is_dropped(client: httpx.Client) -> None:
     assert monitor["dropped"] > before and monitor["errors"] == 0
 
 
-def _stream_until_logged(client: httpx.Client, n: int) -> int:
-    """Single queries until more than ``n`` were logged; returns the committed count seen last."""
-    for i in range(n + 10):
-        client.post("/search", json={"query": f"vaccine trial question {i}", "k": 3})
-    return _wait_for(client, lambda m: m["logged"] > n and m["queued"] == 0)["logged"]
+def _kill_9_while_logging(server: Server, client: httpx.Client, n: int) -> int:
+    """Stream single queries; once more than ``n`` rows are logged, read the committed count and
+    ``kill -9`` the server at once (mid-stream). Returns that count."""
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    c.post("/search", json={"query": f"vaccine trial question {i}", "k": 3})
+                except httpx.HTTPError:
+                    return
+                i += 1
+
+    writer = threading.Thread(target=stream)
+    writer.start()
+    try:
+        logged = _wait_for(client, lambda m: m["logged"] > n)["logged"]
+        server.kill9()
+    finally:
+        stop.set()
+        writer.join(30)
+    return logged

@@ -1,4 +1,4 @@
-"""``embedkd serve --quantize int8``: a real server whose query encoder runs int8 on the CPU."""
+"""``embedkd serve --quantize int8`` / ``--backend onnx``: real servers whose query encoder runs ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def test_int8_server_answers_with_vectors_close_to_the_float_student(tmp_path, t
         show_progress=False,
     )
     args = ["--index-dir", str(tmp_path / "idx"), "--student", student_path, "--quantize", "int8"]
-    server = Server([*args, "--threads", "1"], tmp_path / "server.log").wait_ready()
+    env = {"EMBEDKD_CACHE": str(tmp_path / "embedkd-cache")}  # the ONNX int8 export made once, kept here
+    server = Server([*args, "--threads", "1"], tmp_path / "server.log", env=env).wait_ready()
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             texts = ["heart disease cohort", "protein folding study"]
@@ -39,3 +40,36 @@ def test_int8_server_answers_with_vectors_close_to_the_float_student(tmp_path, t
     cos = np.sum(served * floats, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(floats, axis=1))
     assert np.all(cos > 0.98) and not np.allclose(served, floats, atol=1e-6)
     assert len(hits["results"]) == 3
+
+
+@pytest.mark.e2e
+def test_onnx_backend_serves_an_exported_student(tmp_path, tiny_st_factory):
+    """An ``embedkd export`` folder served with ``--backend onnx``: its int8 graph answers over HTTP."""
+    from embedkd.export import export_model
+    from embedkd.onnx_encoder import OnnxEncoder
+
+    teacher_path, student_path = tiny_st_factory(hidden=32, seed=0), tiny_st_factory(hidden=32, seed=1)
+    texts = ["heart disease cohort", "protein folding study", "gene expression in cohort 13"]
+    export_model(student_path, tmp_path / "student-onnx", quantize="int8", heldout_texts=texts)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 12)
+    build_index(
+        corpus,
+        SentenceTransformerTeacher(teacher_path),
+        tmp_path / "idx",
+        teacher_name=teacher_path,
+        cache_dir=tmp_path / "cache",
+        show_progress=False,
+    )
+    args = ["--index-dir", str(tmp_path / "idx"), "--student", str(tmp_path / "student-onnx")]
+    server = Server([*args, "--backend", "onnx", "--threads", "1"], tmp_path / "server.log").wait_ready()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            got = client.post("/embed", json={"texts": texts}).json()
+            hits = client.post("/search", json={"query": texts[0], "k": 3}).json()
+    finally:
+        server.stop()
+    assert "onnx-int8" in server.tail()  # the log names the runtime and graph
+    served = np.asarray(got["embeddings"], dtype=np.float32)
+    local = OnnxEncoder(tmp_path / "student-onnx").encode(texts, "query")
+    cos = np.sum(served * local, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(local, axis=1))
+    assert np.all(cos > 0.999) and len(hits["results"]) == 3

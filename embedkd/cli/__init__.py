@@ -22,6 +22,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "distill": "embedkd.cli.distill",
     "teacher": "embedkd.cli.teacher",
     "ontology": "embedkd.cli.ontology",
+    "export": "embedkd.cli.export",
 }
 ENTRY_POINT_GROUP = "embedkd.commands"
 
