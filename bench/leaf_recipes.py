@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--b1-queries", type=int, default=100, help="queries timed one at a time")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per model and batch size")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 keeps ratios steady on a busy machine)",
+    )
     p.add_argument("--output", default=str(REPO / "bench/results/leaf_recipes.json"))
     return p.parse_args(argv)
 
@@ -213,6 +219,10 @@ def context(args) -> tuple[dict, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     names = args.name or [Path(s).name for s in args.student]
     if len(names) != len(args.student):
         raise SystemExit("give one --name per --student")
@@ -233,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             "bank": len(ctx["heldout"]["bank"]),
         },
         "setup": "SciFact test, exhaustive cosine over the teacher's 5,183 document vectors (256 tokens); "
-        "speed: encode_query, PyTorch CPU, same code for student and teacher, shared 2-core machine",
+        f"speed: encode_query, PyTorch CPU ({args.threads or 'all'} threads), same code for student and teacher, "
+        "shared 2-core machine",
         "wall_seconds": round(time.perf_counter() - started, 1),
         "command": command_line("leaf_recipes.py", argv),
     }

@@ -108,3 +108,21 @@ class SentenceTransformerEncoder:
             convert_to_numpy=True,
         )
         return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+class TruncationReport:
+    """Which query texts an encoder embeds cut (for a tokenizer-holding encoder with ``max_seq_length``)."""
+
+    tokenizer: Any
+    max_seq_length: int
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text before truncation (special tokens included)."""
+        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)[
+            "input_ids"
+        ]
+        return [len(x) for x in ids]
+
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """Which of ``texts`` are longer than ``max_seq_length`` tokens (and so embedded cut)."""
+        return [n > self.max_seq_length for n in self.token_counts(texts)]

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from embedkd.encoders import DOCUMENT, QUERY, check_role
+from embedkd.encoders import DOCUMENT, QUERY, TruncationReport, check_role
 from embedkd.errors import EmbedkdError
 from embedkd.export_graph import require
 
@@ -70,7 +70,7 @@ def export_file(info: dict[str, Any], backend: str, quantized: bool | None) -> s
     return files[key]
 
 
-class ExportedEncoder:
+class ExportedEncoder(TruncationReport):
     """Shared by the runtimes: tokenization, prompts, length-sorted batches, truncation flags.
 
     Args:
@@ -170,17 +170,6 @@ class ExportedEncoder:
             return_tensors="np",
         )
         return {n: np.asarray(batch[n], dtype=np.int64) for n in self.inputs}
-
-    def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text before truncation (special tokens included)."""
-        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)[
-            "input_ids"
-        ]
-        return [len(x) for x in ids]
-
-    def truncated(self, texts: Sequence[str]) -> list[bool]:
-        """Which of ``texts`` are longer than ``max_seq_length`` tokens (and so embedded cut)."""
-        return [n > self.max_seq_length for n in self.token_counts(texts)]
 
 
 class OnnxEncoder(ExportedEncoder):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedkd.encoders import SentenceTransformerEncoder
+from embedkd.encoders import SentenceTransformerEncoder, TruncationReport
 from embedkd.errors import ConfigError
 from serve.index import IndexMeta
 
@@ -31,7 +31,7 @@ FIDELITY_FILE = "embedkd_fidelity.json"
 ENCODER_ID_PREFIXES = ("st:", "http:", "precomputed:")
 
 
-class QueryEncoder(SentenceTransformerEncoder):
+class QueryEncoder(TruncationReport, SentenceTransformerEncoder):
     """The student as the service's query :class:`~embedkd.encoders.Encoder`, plus truncation flags.
 
     :meth:`encode` embeds queries (the model's ``query`` prompt or route) in one forward pass;
@@ -60,17 +60,6 @@ class QueryEncoder(SentenceTransformerEncoder):
         return super().encode(
             texts, role, batch_size=batch_size or max(1, len(texts)), show_progress=show_progress
         )
-
-    def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text before truncation (special tokens included)."""
-        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)[
-            "input_ids"
-        ]
-        return [len(x) for x in ids]
-
-    def truncated(self, texts: Sequence[str]) -> list[bool]:
-        """Which of ``texts`` are longer than ``max_seq_length`` tokens (and so embedded cut)."""
-        return [n > self.max_seq_length for n in self.token_counts(texts)]
 
 
 def load_query_encoder(
