@@ -26,6 +26,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def build_tiny_index(tmp_path: Path, teacher_path: str, n: int) -> Path:
+    """``tmp_path/idx``: ``n`` documents of :func:`write_corpus` embedded by a SentenceTransformer teacher."""
+    from embedkd.teachers import SentenceTransformerTeacher
+    from serve.builder import build_index
+
+    build_index(
+        write_corpus(tmp_path / "corpus.jsonl", n),
+        SentenceTransformerTeacher(teacher_path),
+        tmp_path / "idx",
+        teacher_name=teacher_path,
+        cache_dir=tmp_path / "cache",
+        show_progress=False,
+    )
+    return tmp_path / "idx"
+
+
 def write_corpus(path: Path, n: int, groups: int = 3) -> Path:
     """A small BEIR-style jsonl corpus with ``group`` metadata."""
     topics = ["protein folding", "heart disease", "gene expression", "vaccine trials", "brain imaging"]

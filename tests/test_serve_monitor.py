@@ -16,10 +16,9 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import HashEncoder, HashTeacher, Server, write_corpus
+from serve_helpers import HashEncoder, HashTeacher, Server, build_tiny_index, write_corpus
 
 from embedkd.errors import EmbedkdError
-from embedkd.teachers import SentenceTransformerTeacher
 from serve.app import create_app
 from serve.builder import build_index
 from serve.monitor import AlignmentMonitor, MonitorConfig, TokenBucket, _Sample
@@ -228,15 +227,7 @@ def test_live_monitor_and_query_log_on_a_real_server(tmp_path, tiny_st_factory):
     teacher_path = tiny_st_factory(hidden=32, seed=0)
     students = tmp_path / "students"
     shutil.copytree(tiny_st_factory(hidden=32, seed=1), students / "random")
-    corpus = write_corpus(tmp_path / "corpus.jsonl", 40)
-    build_index(
-        corpus,
-        SentenceTransformerTeacher(teacher_path),
-        tmp_path / "idx",
-        teacher_name=teacher_path,
-        cache_dir=tmp_path / "cache",
-        show_progress=False,
-    )
+    build_tiny_index(tmp_path, teacher_path, 40)
     args = ["--index-dir", str(tmp_path / "idx"), "--student", teacher_path, "--teacher", teacher_path]
     args += ["--cache-dir", str(tmp_path / "cache"), "--threads", "1", "--monitor-sample", "1.0"]
     args += ["--monitor-window", "12", "--monitor-queue", "16", "--query-log-max", "20"]

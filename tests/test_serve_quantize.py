@@ -6,24 +6,13 @@ import httpx
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
-from serve_helpers import Server, write_corpus
-
-from embedkd.teachers import SentenceTransformerTeacher
-from serve.builder import build_index
+from serve_helpers import Server, build_tiny_index
 
 
 @pytest.mark.e2e
 def test_int8_server_answers_with_vectors_close_to_the_float_student(tmp_path, tiny_st_factory):
     teacher_path, student_path = tiny_st_factory(hidden=32, seed=0), tiny_st_factory(hidden=32, seed=1)
-    corpus = write_corpus(tmp_path / "corpus.jsonl", 12)
-    build_index(
-        corpus,
-        SentenceTransformerTeacher(teacher_path),
-        tmp_path / "idx",
-        teacher_name=teacher_path,
-        cache_dir=tmp_path / "cache",
-        show_progress=False,
-    )
+    build_tiny_index(tmp_path, teacher_path, 12)
     args = ["--index-dir", str(tmp_path / "idx"), "--student", student_path, "--quantize", "int8"]
     env = {"EMBEDKD_CACHE": str(tmp_path / "embedkd-cache")}  # the ONNX int8 export made once, kept here
     server = Server([*args, "--threads", "1"], tmp_path / "server.log", env=env).wait_ready()
@@ -51,15 +40,7 @@ def test_onnx_backend_serves_an_exported_student(tmp_path, tiny_st_factory):
     teacher_path, student_path = tiny_st_factory(hidden=32, seed=0), tiny_st_factory(hidden=32, seed=1)
     texts = ["heart disease cohort", "protein folding study", "gene expression in cohort 13"]
     export_model(student_path, tmp_path / "student-onnx", quantize="int8", heldout_texts=texts)
-    corpus = write_corpus(tmp_path / "corpus.jsonl", 12)
-    build_index(
-        corpus,
-        SentenceTransformerTeacher(teacher_path),
-        tmp_path / "idx",
-        teacher_name=teacher_path,
-        cache_dir=tmp_path / "cache",
-        show_progress=False,
-    )
+    build_tiny_index(tmp_path, teacher_path, 12)
     args = ["--index-dir", str(tmp_path / "idx"), "--student", str(tmp_path / "student-onnx")]
     server = Server([*args, "--backend", "onnx", "--threads", "1"], tmp_path / "server.log").wait_ready()
     try:
