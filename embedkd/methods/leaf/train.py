@@ -189,14 +189,13 @@ def train_leaf(config: LeafConfig) -> Path:
         "label_seconds": round(label_seconds, 1),  # teacher encoding (0 when every vector was cached)
         "train_seconds": round(train_seconds, 1),
     }
-    final_overlap = evaluator(student).get("heldout_top10_overlap")
     return _save(
         config,
         student,
         teacher,
         data,
         steps,
-        {**extra, "heldout_top10_overlap": final_overlap},
+        extra,
         time.time() - started,
     )
 
@@ -205,15 +204,15 @@ def _save(
     config: LeafConfig, student, teacher, data: LabelledTexts, steps: int, extra: dict, wall: float
 ) -> Path:
     """Save the student (and its asymmetric pair), then its fidelity report and model card."""
-    from embedkd.fidelity import vector_fidelity, write_fidelity
+    from embedkd.fidelity import bank_overlap, vector_fidelity, write_fidelity
     from embedkd.modelcard import write_model_card
 
     out = Path(config.output)
     student.save(str(out))
-    final = vector_fidelity(
-        student.encode(data.heldout, batch_size=config.batch_size, convert_to_numpy=True),
-        data.heldout_vectors,
-    )
+    vecs = student.encode(data.heldout, batch_size=config.batch_size, convert_to_numpy=True)
+    final = vector_fidelity(vecs, data.heldout_vectors)  # one encoding serves both held-out figures
+    bank = data.fit_vectors[: min(len(data.train), HELDOUT_BANK)]
+    extra = {**extra, "heldout_top10_overlap": bank_overlap(vecs, data.heldout_vectors, bank)}
     report = _report(config, teacher, data, steps, extra, final, wall)
     if config.save_asym:
         from embedkd.asym import save_asym_model
