@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="torch CPU threads (1 keeps ratios steady on a busy machine)",
+    )
+    p.add_argument(
+        "--student-only",
+        action="store_true",
+        help="also score each student on its own document vectors (encodes the corpus: minutes per student)",
     )
     p.add_argument("--output", default=str(REPO / "bench/results/leaf_recipes.json"))
     return p.parse_args(argv)
@@ -166,7 +172,7 @@ def student_row(name: str, path: str, queries: list[str], ctx: dict, args) -> di
         "asym_ndcg10": round(100 * per_query.mean(), 2),
         "asym_ratio": round(per_query.mean() / teacher_q.mean(), 4),
         "asym_ratio_ci95": paired_ratio_ci(per_query, teacher_q, args.bootstrap),
-        "student_ndcg10": None,  # student-only needs the student's own document vectors: not measured here
+        "student_ndcg10": student_only(model, queries, ctx) if args.student_only else None,
         **heldout_fidelity(model, ctx["heldout"]),
         "query_speedup_b1": round(b1["student"] / b1["teacher"], 2),
         "query_speedup_b32": round(b32["student"] / b32["teacher"], 2),
@@ -179,6 +185,16 @@ def student_row(name: str, path: str, queries: list[str], ctx: dict, args) -> di
         "recipe": _recipe(rep.get("config", {})),
         "command": "python bench/leaf_recipes.py (this run)",
     }
+
+
+def student_only(model, queries: list[str], ctx: dict) -> float:
+    """Student-only nDCG@10: the student embeds the corpus too (at the teacher's document length)."""
+    query_length = model.max_seq_length
+    model.max_seq_length = ctx["doc_max_seq_length"]
+    docs = model.encode_document(ctx["docs"], batch_size=16, convert_to_numpy=True, show_progress_bar=True)
+    model.max_seq_length = query_length
+    vecs = model.encode_query(queries, batch_size=32, convert_to_numpy=True)
+    return round(100 * ndcg10(vecs, docs, ctx["doc_ids"], ctx["relevant"]).mean(), 2)
 
 
 def _minutes(seconds: float | None) -> float | None:
@@ -212,6 +228,8 @@ def context(args) -> tuple[dict, list[str]]:
         "teacher_model": teacher.model,
         "teacher_per_query": ndcg10(teacher_vecs, doc_vecs, doc_ids, relevant),
         "teacher_id": teacher.id,
+        "docs": docs,
+        "doc_max_seq_length": args.teacher_max_seq_length,
     }
     return ctx, queries
 
@@ -287,22 +305,54 @@ def _f(value) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
+    """Two panels: the asymmetric ratio vs teacher layers kept, and vs training texts (95% CI as bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(len(x["kept_layers"]), x["asym_ratio"], x["name"]) for x in r["rows"] if x.get("kept_layers")]
-    if not pts:
+    rows = [x for x in r["rows"] if x.get("kept_layers")]
+    if not rows:
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for k, ratio, name in pts:
-        ax.scatter(k, ratio)
-        ax.annotate(name, (k, ratio), fontsize=7)
-    ax.set_xlabel("teacher layers kept")
-    ax.set_ylabel("asym nDCG@10 ÷ teacher (SciFact test)")
+    texts = Counter(x["train_texts"] for x in rows).most_common(1)[0][0]
+    layers = Counter(len(x["kept_layers"]) for x in rows).most_common(1)[0][0]
+    panels = (
+        ("layers", f"teacher layers kept ({texts} texts)", [x for x in rows if x["train_texts"] == texts]),
+        (
+            "texts",
+            f"training texts ({layers} layers kept)",
+            [x for x in rows if len(x["kept_layers"]) == layers],
+        ),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, (key, label, panel) in zip(axes, panels):
+        for loss in sorted({_loss(x) for x in panel}):
+            pts = sorted(((_x(x, key), x) for x in panel if _loss(x) == loss), key=lambda p: p[0])
+            xs = [p[0] for p in pts]
+            ys = [p[1]["asym_ratio"] for p in pts]
+            err = [_err(p[1]) for p in pts]
+            ax.errorbar(xs, ys, yerr=list(zip(*err)), marker="o", capsize=3, label=loss)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].set_xscale("log", base=2)
+    axes[0].set_ylabel("asym nDCG@10 ÷ teacher (SciFact test)")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _loss(row: dict) -> str:
+    kl = (row.get("recipe") or {}).get("kl_weight") or 0
+    return f"MSE + KL(bank) w={kl:g}" if kl else "MSE"
+
+
+def _x(row: dict, key: str) -> float:
+    return len(row["kept_layers"]) if key == "layers" else row["train_texts"]
+
+
+def _err(row: dict) -> tuple[float, float]:
+    lo, hi = row.get("asym_ratio_ci95") or (row["asym_ratio"], row["asym_ratio"])
+    return row["asym_ratio"] - lo, hi - row["asym_ratio"]
 
 
 if __name__ == "__main__":
