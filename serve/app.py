@@ -12,22 +12,23 @@ import contextlib
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from embedkd.errors import ConfigError, EmbedkdError
+from embedkd.errors import ConfigError
 from serve.batcher import MicroBatcher
+from serve.bodylimit import BodyLimitMiddleware
+from serve.handlers import CatchAllMiddleware, install_error_handlers
+from serve.limits import TeacherTokenCounter
 from serve.metrics import Metrics, MetricsMiddleware
 from serve.monitor import AlignmentMonitor, MonitorConfig
 from serve.querylog import QueryLog
 from serve.routes import documents_router, info_router, search_router
 from serve.routes_admin import admin_router
-from serve.service import ReadOnlyError, SearchService, ServiceOptions, UnknownFieldError
+from serve.routes_docs import docs_router
+from serve.service import SearchService, ServiceOptions
 from serve.settings import ServeSettings
-from serve.swap import StudentNotFoundError, StudentSwapper, StudentWatcher, SwapBusyError
+from serve.swap import StudentSwapper, StudentWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     """Build the app. ``service`` (already open) is used as is; otherwise the lifespan opens one.
 
     The app owns the service either way: its lifespan closes it (snapshotting pending writes).
+    Requests pass, outermost first: metrics, the body-size limit (before any route or key check),
+    the catch-all for unexpected errors (JSON 500), then the routes and their error handlers.
     """
     metrics = Metrics()
 
@@ -123,6 +126,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         monitor, log = open_monitor(settings, svc, metrics)
         swapper = StudentSwapper(svc, device=settings.device, quantize=settings.quantize, monitor=monitor)
         app.state.service, app.state.batcher = svc, batcher
+        app.state.teacher_tokens = TeacherTokenCounter(svc.teacher)
         app.state.monitor, app.state.query_log, app.state.swapper = monitor, log, swapper
         tasks = []
         if svc.read_only and settings.refresh_seconds > 0:
@@ -150,14 +154,17 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         summary="Asymmetric search: documents embedded by the teacher, queries by the distilled student.",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url=None,  # served by routes_docs, behind the read key
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings, app.state.metrics = settings, metrics
+    app.add_middleware(CatchAllMiddleware)  # the last added runs first
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(search_router)
-    app.include_router(documents_router)
-    app.include_router(info_router)
-    app.include_router(admin_router)
-    _install_error_handlers(app)
+    for router in (search_router, documents_router, info_router, admin_router, docs_router):
+        app.include_router(router)
+    install_error_handlers(app)
     return app
 
 
@@ -175,43 +182,3 @@ async def _follow(svc: SearchService, every: float) -> None:
                 logger.info("replica caught up %d write(s)", n)
         except Exception:  # noqa: BLE001 - a replica keeps serving what it has
             logger.exception("replica sync failed")
-
-
-def _error(status: int, code: str, detail) -> JSONResponse:
-    return JSONResponse({"detail": detail, "error": code}, status_code=status)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException):
-        response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
-        for name, value in (exc.headers or {}).items():
-            response.headers[name] = value
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError):
-        errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
-        return _error(422, "invalid_request", errors)
-
-    @app.exception_handler(UnknownFieldError)
-    async def unknown_field(_request: Request, exc: UnknownFieldError):
-        return _error(400, "unknown_filter_field", str(exc))
-
-    @app.exception_handler(ReadOnlyError)
-    async def read_only(_request: Request, exc: ReadOnlyError):
-        return _error(403, "read_only", str(exc))
-
-    @app.exception_handler(StudentNotFoundError)
-    async def no_student(_request: Request, exc: StudentNotFoundError):
-        return _error(404, "not_found", str(exc))
-
-    @app.exception_handler(SwapBusyError)
-    async def swap_busy(_request: Request, exc: SwapBusyError):
-        return _error(409, "conflict", str(exc))
-
-    @app.exception_handler(EmbedkdError)
-    async def embedkd_error(_request: Request, exc: EmbedkdError):
-        return _error(400, "bad_request", str(exc))

@@ -19,9 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    parser.add_argument("--api-key", default=None, help="bearer key for writes [EMBEDKD_API_KEY]")
     parser.add_argument(
-        "--protect-reads", action="store_true", default=None, help="require the key for reads too"
+        "--api-key",
+        default=None,
+        help="bearer key for writes; visible in `ps`: prefer EMBEDKD_API_KEY or --api-key-file",
+    )
+    parser.add_argument(
+        "--api-key-file", default=None, help="file holding the bearer key (first line) [EMBEDKD_API_KEY_FILE]"
+    )
+    parser.add_argument(
+        "--protect-reads",
+        action="store_true",
+        default=None,
+        help="require the key for reads too: search, embed, documents, stats, /docs, /openapi.json",
+    )
+    parser.add_argument(
+        "--protect-metrics", action="store_true", default=None, help="require the key for /metrics"
     )
     parser.add_argument(
         "--read-only", action="store_true", default=None, help="never write to the index directory"
@@ -33,7 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="read-only replicas: re-sync with the directory this often",
     )
-    parser.add_argument("--max-k", type=int, default=None, help="largest k a request may ask (default 100)")
     parser.add_argument(
         "--batch-max-size", type=int, default=None, help="most queries per forward pass (default 64)"
     )
@@ -60,7 +72,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for encoding and search (default: all cores)"
     )
+    _add_limit_arguments(parser)
     _add_alignment_arguments(parser)
+
+
+# (flag, help): every limit is an int; its code and status are in docs/serve.md.
+LIMITS = (
+    ("--max-k", "largest k a request may ask (100)"),
+    ("--max-queries", "most queries of one search, texts of one embed (64)"),
+    ("--max-documents", "most documents of one upsert (256)"),
+    ("--max-results", "most hits of one search: queries x k (2048)"),
+    ("--max-text-results", "most hits of one search with include_text (256)"),
+    ("--max-teacher-tokens", "most teacher tokens of one request: embed documents, upsert (65536)"),
+    ("--max-body-bytes", "largest request body in bytes (16 MiB)"),
+)
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("request limits (each refusal has its own error code)")
+    for flag, help_text in LIMITS:
+        group.add_argument(flag, type=int, default=None, help=help_text)
 
 
 def _add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +149,9 @@ def settings_from_args(args: argparse.Namespace):
         return ServeSettings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "settings"
+        if not first["loc"]:  # a check across settings: its message names the flags
+            raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
+        name = str(first["loc"][0])
         flag, env = "--" + name.replace("_", "-"), "EMBEDKD_" + name.upper()
         raise ConfigError(f"{flag} ({env}): {first['msg']}") from None
 
@@ -131,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
     from serve.app import create_app, open_service
 
     settings = settings_from_args(args)
+    if args.api_key is not None:
+        logging.getLogger(__name__).warning(
+            "--api-key is visible to every user of this machine (ps, /proc/<pid>/cmdline); "
+            "pass the key in EMBEDKD_API_KEY or --api-key-file instead"
+        )
     service = open_service(settings)  # bad index/model: one `error:` line, before binding the port
     app = create_app(settings, service)
     level = logging.getLogger().getEffectiveLevel()

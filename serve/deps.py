@@ -14,7 +14,7 @@ from serve.monitor import AlignmentMonitor
 from serve.service import SearchService
 from serve.settings import ServeSettings
 
-bearer = HTTPBearer(auto_error=False, description="the service's API key (EMBEDKD_API_KEY / --api-key)")
+bearer = HTTPBearer(auto_error=False, description="the service's API key (EMBEDKD_API_KEY / --api-key-file)")
 
 
 def get_settings(request: Request) -> ServeSettings:
@@ -37,10 +37,11 @@ def get_monitor(request: Request) -> AlignmentMonitor | None:
     return getattr(request.app.state, "monitor", None)
 
 
-def _check_key(settings: ServeSettings, creds: HTTPAuthorizationCredentials | None) -> None:
+def check_key(settings: ServeSettings, creds: HTTPAuthorizationCredentials | None) -> None:
+    """Raise 401 unless ``creds`` hold the service's key (403 when no key is configured)."""
     if settings.api_key is None:
         raise HTTPException(
-            403, "writes are disabled: no API key is configured (set EMBEDKD_API_KEY or --api-key)"
+            403, "writes are disabled: no API key is configured (set EMBEDKD_API_KEY or --api-key-file)"
         )
     expected = settings.api_key.get_secret_value().encode()
     given = creds.credentials.encode() if creds is not None else b""
@@ -53,16 +54,19 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 def require_write_key(request: Request, creds: Credentials) -> None:
     """Writes always need the key (``Authorization: Bearer <key>``)."""
-    _check_key(request.app.state.settings, creds)
+    check_key(request.app.state.settings, creds)
 
 
 def require_read_key(request: Request, creds: Credentials) -> None:
-    """Reads need the key only when ``protect_reads`` is set."""
-    settings = request.app.state.settings
-    if settings.protect_reads:
-        if settings.api_key is None:
-            raise HTTPException(403, "reads are protected but no API key is configured")
-        _check_key(settings, creds)
+    """Reads (searches, stats, the OpenAPI docs) need the key only when ``protect_reads`` is set."""
+    if request.app.state.settings.protect_reads:
+        check_key(request.app.state.settings, creds)
+
+
+def require_metrics_key(request: Request, creds: Credentials) -> None:
+    """``/metrics`` needs the key only when ``protect_metrics`` is set."""
+    if request.app.state.settings.protect_metrics:
+        check_key(request.app.state.settings, creds)
 
 
 Service = Annotated[SearchService, Depends(get_service)]

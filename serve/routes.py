@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from serve import limits
 from serve.deps import (
     Batcher,
+    Credentials,
     MetricsDep,
     Monitor,
     Service,
     Settings,
+    check_key,
+    require_metrics_key,
     require_read_key,
     require_write_key,
 )
+from serve.public import public_model_name, redact_all
 from serve.schemas import (
     ERROR_RESPONSES,
     DeleteResponse,
@@ -39,9 +44,9 @@ documents_router = APIRouter(tags=["documents"], responses=ERROR_RESPONSES)
 info_router = APIRouter(tags=["service"])
 
 
-def _limit(name: str, value: int, limit: int) -> None:
-    if value > limit:
-        raise HTTPException(422, f"{name}={value} is over this service's limit of {limit}")
+async def _check_teacher_budget(request: Request, texts: list[str], limit: int) -> None:
+    counter: limits.TeacherTokenCounter = request.app.state.teacher_tokens
+    await run_in_threadpool(counter.check, texts, limit)
 
 
 @search_router.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
@@ -55,8 +60,11 @@ async def search(
 ):
     """Embed the query (or queries) with the student and return the top ``k`` documents."""
     texts = [body.query] if body.query is not None else list(body.queries or [])
-    _limit("k", body.k, settings.max_k)
-    _limit("number of queries", len(texts), settings.max_queries)
+    limits.check_count("k", body.k, settings.max_k, limits.K_OVER_LIMIT, "--max-k")
+    limits.check_count("queries", len(texts), settings.max_queries, limits.TOO_MANY_QUERIES, "--max-queries")
+    limits.check_results(
+        len(texts), body.k, body.include_text, settings.max_results, settings.max_text_results
+    )
     svc.check_filter(body.filter)
     start = time.perf_counter()
 
@@ -97,25 +105,40 @@ async def search(
 
 
 @search_router.post("/embed", response_model=EmbedResponse, response_model_exclude_none=True)
-async def embed(body: EmbedRequest, svc: Service, batcher: Batcher, settings: Settings, metrics: MetricsDep):
-    """Embed texts: ``role=query`` with the student, ``role=document`` with the teacher (cached)."""
-    _limit("number of texts", len(body.texts), settings.max_queries)
+async def embed(
+    body: EmbedRequest,
+    request: Request,
+    creds: Credentials,
+    svc: Service,
+    batcher: Batcher,
+    settings: Settings,
+    metrics: MetricsDep,
+):
+    """Embed texts: ``role=query`` with the student; ``role=document`` with the teacher (cached), which
+    is a write: it needs the API key and fits the teacher-token budget."""
+    if body.role == "document":
+        check_key(settings, creds)
+    limits.check_count("texts", len(body.texts), settings.max_queries, limits.TOO_MANY_TEXTS, "--max-queries")
     if body.role == "query":
         vectors, truncated = await batcher.submit(body.texts)
         return EmbedResponse(
             embeddings=vectors.tolist(),
             dim=svc.meta.dim,
             role="query",
-            model=svc.encoder.name,
+            model=public_model_name(svc.encoder.name),
             truncated=truncated,
         )
     if svc.teacher is None:
         raise HTTPException(409, "no teacher is configured on this service; role=document is unavailable")
+    await _check_teacher_budget(request, body.texts, settings.max_teacher_tokens)
     start = time.perf_counter()
     vectors = await run_in_threadpool(svc.embed_documents, body.texts)
     metrics.encode_seconds.labels("document").observe(time.perf_counter() - start)
     return EmbedResponse(
-        embeddings=vectors.tolist(), dim=svc.meta.dim, role="document", model=svc.meta.teacher_id
+        embeddings=vectors.tolist(),
+        dim=svc.meta.dim,
+        role="document",
+        model=public_model_name(svc.meta.teacher_id),
     )
 
 
@@ -129,10 +152,16 @@ async def get_document(doc_id: str, svc: Service):
 
 
 @documents_router.post("/documents", response_model=UpsertResponse, dependencies=[Depends(require_write_key)])
-async def upsert_documents(body: UpsertRequest, svc: Service, settings: Settings, metrics: MetricsDep):
+async def upsert_documents(
+    body: UpsertRequest, request: Request, svc: Service, settings: Settings, metrics: MetricsDep
+):
     """Insert or replace documents; the teacher embeds them. Acknowledged = durable."""
-    _limit("number of documents", len(body.documents), settings.max_documents)
+    limits.check_count(
+        "documents", len(body.documents), settings.max_documents, limits.TOO_MANY_DOCUMENTS, "--max-documents"
+    )
     docs = [Document(d.id, d.text, d.title, d.metadata) for d in body.documents]
+    if svc.teacher is not None:  # without one the service refuses the write as read-only
+        await _check_teacher_budget(request, [d.embed_text for d in docs], settings.max_teacher_tokens)
     n = await run_in_threadpool(svc.upsert, docs)
     metrics.writes.labels("upsert").inc(n)
     return UpsertResponse(upserted=n, ids=[d.id for d in docs])
@@ -157,13 +186,18 @@ async def healthz(svc: Service):
 
 @info_router.get("/stats", dependencies=[Depends(require_read_key)], responses=ERROR_RESPONSES)
 async def stats(svc: Service, monitor: Monitor) -> dict:
-    """Counts, models, index type and dimensions; ``monitor``: the live alignment figures."""
+    """Counts, models, index type and dimensions; ``monitor``: the live alignment figures.
+
+    Models from local folders show as ``<folder name>#<digest>``, never as a file path."""
     out = await run_in_threadpool(svc.stats)
+    for model in ("student", "teacher"):  # a relative folder is a path too
+        if isinstance(out.get(model), str):
+            out[model] = public_model_name(out[model])
     out["monitor"] = await run_in_threadpool(monitor.stats) if monitor is not None else {"enabled": False}
-    return out
+    return redact_all(out)
 
 
-@info_router.get("/metrics", include_in_schema=False)
+@info_router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_key)])
 async def metrics_endpoint(svc: Service, metrics: MetricsDep, monitor: Monitor):
     """Prometheus metrics."""
     metrics.documents.set(svc.store.count())

@@ -1,4 +1,7 @@
-"""Admin routes (the write API key, always): swap the served student, delete the query log."""
+"""Admin routes (the write API key, always): swap the served student, delete the query log.
+
+Neither runs the teacher nor adds to its cache (the swap loads a student; the delete only removes).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from serve.deps import Service, Settings, require_write_key
+from serve.public import public_model_name
 from serve.querylog import QUERY_LOG_FILE, QueryLog
 from serve.schemas import ERROR_RESPONSES, QueryLogDeleted, StudentSwapRequest, StudentSwapResponse
 from serve.service import ReadOnlyError
@@ -23,7 +27,12 @@ async def swap_student(body: StudentSwapRequest, request: Request, settings: Set
     if settings.students_dir is None:
         raise HTTPException(409, "no --students-dir is configured on this service; hot swap over HTTP is off")
     folder = resolve_student_dir(settings.students_dir, body.name)
-    return await run_in_threadpool(request.app.state.swapper.swap, folder)
+    answer = await run_in_threadpool(request.app.state.swapper.swap, folder)
+    return {
+        **answer,
+        "student": public_model_name(answer["student"]),
+        "previous": public_model_name(answer["previous"]),
+    }
 
 
 @admin_router.delete("/query-log", response_model=QueryLogDeleted)

@@ -20,7 +20,13 @@ FilterValue = Scalar | list[Scalar]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields are refused, and so is every value of the wrong JSON type.
+
+    Strict on purpose: ``"k": "5"`` or ``"include_text": "true"`` is a 422 ``wrong_type``, not a
+    silent conversion (a client that sends strings where numbers belong has a bug worth seeing).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SearchRequest(Strict):
@@ -98,7 +104,8 @@ class DocumentOut(BaseModel):
 
 
 class EmbedRequest(Strict):
-    """``role: query`` embeds with the student, ``role: document`` with the teacher."""
+    """``role: query`` embeds with the student; ``role: document`` with the teacher, which is a write
+    (it runs the teacher and grows its cache): it needs the API key and fits ``--max-teacher-tokens``."""
 
     texts: list[QueryText] = Field(min_length=1, max_length=HARD_MAX_QUERIES)
     role: Literal["query", "document"] = "query"
@@ -123,7 +130,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 500, 503, 507)
 }
 
 

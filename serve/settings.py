@@ -5,13 +5,16 @@ This is the only module of ``serve`` that reads the environment.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import DirectoryPath, Field, SecretStr
+from pydantic import DirectoryPath, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve.schemas import HARD_MAX_DOCUMENTS, HARD_MAX_K, HARD_MAX_QUERIES
+
+logger = logging.getLogger(__name__)
 
 
 class ServeSettings(BaseSettings):
@@ -22,11 +25,21 @@ class ServeSettings(BaseSettings):
         student: query encoder (SentenceTransformer dir or id) [EMBEDKD_STUDENT].
         teacher: document teacher; unset = read-only service [EMBEDKD_TEACHER].
         api_key: bearer key required for writes (and reads with ``protect_reads``) [EMBEDKD_API_KEY].
-        protect_reads: require the key for searches and stats too [EMBEDKD_PROTECT_READS].
+        api_key_file: file holding the key (first line); an alternative to ``api_key`` that no
+            process listing shows [EMBEDKD_API_KEY_FILE].
+        protect_reads: require the key for searches, embeddings, documents, stats and the OpenAPI
+            docs too [EMBEDKD_PROTECT_READS]. ``/healthz`` stays open.
+        protect_metrics: require the key for ``/metrics`` [EMBEDKD_PROTECT_METRICS].
         read_only: never write to the index directory (replicas) [EMBEDKD_READ_ONLY].
         mmap: memory-map the index snapshot (read-only) [EMBEDKD_MMAP].
         refresh_seconds: read-only replicas re-sync with the directory this often (0: never).
-        max_k / max_queries / max_documents: request limits (at most the schema's hard limits).
+        max_k / max_queries / max_documents: request limits (at most the schema's hard limits);
+            ``max_queries`` also bounds the texts of one ``POST /embed``.
+        max_results: most hits one search may ask for (queries × k).
+        max_text_results: most hits one search may ask for with ``include_text``.
+        max_teacher_tokens: most teacher tokens one request may cost (``POST /embed`` documents,
+            ``POST /documents``), each text counted as the teacher cuts it.
+        max_body_bytes: largest request body, checked before it is read.
         batch_max_size / batch_max_wait_ms: query micro-batching (one forward pass per batch).
         snapshot_every: writes between index snapshots.
         overfetch: hits fetched per wanted hit when filtering.
@@ -59,7 +72,9 @@ class ServeSettings(BaseSettings):
     student: str
     teacher: str | None = None
     api_key: SecretStr | None = None
+    api_key_file: FilePath | None = None
     protect_reads: bool = False
+    protect_metrics: bool = False
     read_only: bool = False
     mmap: bool = False
     refresh_seconds: float = Field(0.0, ge=0)
@@ -68,6 +83,10 @@ class ServeSettings(BaseSettings):
     max_k: int = Field(100, ge=1, le=HARD_MAX_K)
     max_queries: int = Field(64, ge=1, le=HARD_MAX_QUERIES)
     max_documents: int = Field(256, ge=1, le=HARD_MAX_DOCUMENTS)
+    max_results: int = Field(2048, ge=1, le=HARD_MAX_K * HARD_MAX_QUERIES)
+    max_text_results: int = Field(256, ge=1, le=HARD_MAX_K * HARD_MAX_QUERIES)
+    max_teacher_tokens: int = Field(65_536, ge=1)
+    max_body_bytes: int = Field(16 * 2**20, ge=1024, le=2**31)
     batch_max_size: int = Field(64, ge=1, le=1024)
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=5.0)
     snapshot_every: int = Field(1000, ge=0)
@@ -88,3 +107,40 @@ class ServeSettings(BaseSettings):
     students_dir: DirectoryPath | None = None
     watch_student: DirectoryPath | None = None
     watch_interval: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeSettings:
+        if self.api_key_file is not None:
+            if self.api_key is not None:
+                raise ValueError(
+                    "give the API key once: --api-key-file (EMBEDKD_API_KEY_FILE) or --api-key "
+                    "(EMBEDKD_API_KEY), not both"
+                )
+            self.api_key = SecretStr(_read_key_file(self.api_key_file))
+        if self.api_key is not None and not self.api_key.get_secret_value().strip():
+            raise ValueError("the API key is empty; set a non-blank key or none (writes then stay off)")
+        for flag, on in (
+            ("--protect-reads", self.protect_reads),
+            ("--protect-metrics", self.protect_metrics),
+        ):
+            if on and self.api_key is None:
+                raise ValueError(f"{flag} needs an API key: set EMBEDKD_API_KEY or --api-key-file")
+        if self.max_results < self.max_k:
+            raise ValueError(
+                f"--max-results {self.max_results} is below --max-k {self.max_k}: "
+                "one query at the largest k would be refused"
+            )
+        return self
+
+
+def _read_key_file(path: Path) -> str:
+    """The key in ``path`` (its first line, spaces around it stripped); warns when others can read it."""
+    try:
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read the API key file {path}: {exc.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise ValueError(f"the API key file {path} is empty")
+    if path.stat().st_mode & 0o077:
+        logger.warning("the API key file %s can be read by other users; chmod 600 it", path)
+    return lines[0].strip()

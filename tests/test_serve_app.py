@@ -46,7 +46,8 @@ def test_read_only_mode_without_teacher(index_dir):
         auth = {"Authorization": "Bearer k"}
         resp = client.post("/documents", json={"documents": [{"id": "a", "text": "b"}]}, headers=auth)
         assert resp.status_code == 403 and resp.json()["error"] == "read_only"
-        assert client.post("/embed", json={"texts": ["x"], "role": "document"}).status_code == 409
+        embed = client.post("/embed", json={"texts": ["x"], "role": "document"}, headers=auth)
+        assert embed.status_code == 409
         assert client.get("/stats").json()["read_only"] is True
         assert client.post("/search", json={"query": "x"}).status_code == 200
 

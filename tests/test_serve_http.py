@@ -202,7 +202,9 @@ def test_upsert_search_get_delete(client, deployment):
     found = client.post("/search", json={"query": "zebrafish", "k": 3, "filter": {"tag": "t1"}}).json()
     assert [r["id"] for r in found["results"]] == ["fresh-1"]
     vec = client.post(
-        "/embed", json={"texts": ["Fins a fresh note about zebrafish fins"], "role": "document"}
+        "/embed",
+        json={"texts": ["Fins a fresh note about zebrafish fins"], "role": "document"},
+        headers=AUTH,
     ).json()
     expected = deployment["teacher"].encode(["Fins a fresh note about zebrafish fins"])[0]
     np.testing.assert_allclose(vec["embeddings"][0], expected, atol=1e-5)  # the teacher embedded "title text"
@@ -223,7 +225,7 @@ def test_embed_roles(client):
         and len(q["embeddings"]) == 2
         and q["truncated"] == [False, False]
     )
-    d = client.post("/embed", json={"texts": ["a"], "role": "document"}).json()
+    d = client.post("/embed", json={"texts": ["a"], "role": "document"}, headers=AUTH).json()
     assert d["role"] == "document" and d["model"].startswith("st:") and len(d["embeddings"][0]) == 32
 
 

@@ -225,7 +225,7 @@ def test_swap_under_load_loses_no_request(swap_server, record_property):
             c.join(30)
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["student"].endswith("v2") and body["dim"] == 32
+    assert body["student"].startswith("v2#") and body["dim"] == 32
     assert failures == []
     before = [dt for t, dt in log if t < swap_start]
     during = [dt for t, dt in log if swap_start <= t + dt and t <= swap_end]
@@ -239,7 +239,7 @@ def test_swap_under_load_loses_no_request(swap_server, record_property):
     # The 2x target is measured by the benchmark; here only a gross stall fails (a noisy shared host).
     assert len(before) > 20 and during
     assert p99_during <= 2 * p99_before + 1.0
-    assert httpx.get(server.url + "/stats").json()["student"].endswith("v2")
+    assert httpx.get(server.url + "/stats").json()["student"].startswith("v2#")
 
 
 @pytest.mark.e2e
@@ -266,10 +266,10 @@ def test_watched_folder_is_swapped_in_once_marked_ready(swap_server, tiny_st_fac
     server, _, watched = swap_server
     shutil.copytree(tiny_st_factory(hidden=32, seed=1), watched / "v3")  # no marker yet
     time.sleep(1.0)
-    assert not httpx.get(server.url + "/stats").json()["student"].endswith("v3")
+    assert not httpx.get(server.url + "/stats").json()["student"].startswith("v3#")
     (watched / "v3" / READY_MARKER).touch()
     deadline = time.monotonic() + 60
-    while not httpx.get(server.url + "/stats").json()["student"].endswith("v3"):
+    while not httpx.get(server.url + "/stats").json()["student"].startswith("v3#"):
         assert time.monotonic() < deadline, server.tail()
         time.sleep(0.2)
     assert httpx.post(server.url + "/search", json={"query": "gene expression", "k": 3}).status_code == 200
