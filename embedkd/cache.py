@@ -229,6 +229,27 @@ class TeacherCache:
             logger.info("cache %s: deleted %d vector(s)", self.dir, len(present))
         return len(present)
 
+    def missing(
+        self, teacher: Teacher, texts: Sequence[str], role: str | None = "document"
+    ) -> tuple[list[bytes], dict[bytes, str]]:
+        """The cache keys of ``texts``, and the texts not cached yet (key → text, each text once).
+
+        Chunks that other processes committed meanwhile are loaded first, so their texts are not missing.
+        Engines that embed elsewhere (:mod:`embedkd.engines`) send only the missing texts and commit each
+        finished chunk with :meth:`add`.
+        """
+        role = check_role(role)
+        if teacher.id != self.teacher_id:
+            raise CacheError(f"cache {self.dir} is for {self.teacher_id!r}, not {teacher.id!r}")
+        self.refresh()
+        prompt = teacher.prompt(role)
+        keys = [text_key(self.teacher_id, prompt, t) for t in texts]
+        todo: dict[bytes, str] = {}
+        for key, text in zip(keys, texts):
+            if key not in self._index and key not in todo:
+                todo[key] = text
+        return keys, todo
+
     def encode(
         self,
         teacher: Teacher,
@@ -244,15 +265,7 @@ class TeacherCache:
         """
         from tqdm.auto import tqdm
 
-        role = check_role(role)
-        if teacher.id != self.teacher_id:
-            raise CacheError(f"cache {self.dir} is for {self.teacher_id!r}, not {teacher.id!r}")
-        prompt = teacher.prompt(role)
-        keys = [text_key(self.teacher_id, prompt, t) for t in texts]
-        todo: dict[bytes, str] = {}
-        for key, text in zip(keys, texts):
-            if key not in self._index and key not in todo:
-                todo[key] = text
+        keys, todo = self.missing(teacher, texts, role)
         if todo:
             logger.info(
                 "teacher %s: embedding %d new texts (%d cached)",

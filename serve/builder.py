@@ -110,6 +110,8 @@ def build_index(
     max_docs: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> IndexMeta:
     """Embed ``corpus`` with ``teacher`` (cached) into a new index directory ``index_dir``.
 
@@ -121,11 +123,15 @@ def build_index(
         teacher_name: the model string to record (default: the teacher's ``name`` or ``id``).
         normalize: L2-normalise vectors so that scores are cosine similarities.
         cache_dir: teacher cache root (default ``~/.cache/embedkd/teacher``).
+        engine: where the teacher runs: ``local`` (this process) or ``ray`` (Ray Data actors, see
+            :mod:`embedkd.engines`); both fill the same cache.
+        ray_address: Ray cluster address for ``engine="ray"`` (None: a Ray cluster on this machine).
 
     Returns:
         The recorded :class:`IndexMeta`.
     """
     from embedkd.cache import TeacherCache
+    from embedkd.engines import make_engine
 
     spec = spec or IndexSpec()
     target = Path(index_dir)
@@ -134,9 +140,11 @@ def build_index(
     docs = read_corpus(corpus, max_docs)
     logger.info("indexing %d documents from %s with teacher %s", len(docs), corpus, teacher.id)
     cache = TeacherCache.for_teacher(teacher, cache_dir)
-    vectors = cache.encode(
-        teacher, [d.embed_text for d in docs], "document", batch_size=batch_size, show_progress=show_progress
-    )
+    texts = [d.embed_text for d in docs]
+    with make_engine(engine, address=ray_address) as runner:
+        vectors = runner.encode(
+            cache, teacher, texts, "document", batch_size=batch_size, show_progress=show_progress
+        )
     meta = _meta_for(teacher, teacher_name, len(docs), spec, normalize)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.building-{os.getpid()}"

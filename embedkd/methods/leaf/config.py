@@ -15,6 +15,7 @@ from embedkd.config import (
     option,
     override,
 )
+from embedkd.engines import EngineKind
 from embedkd.errors import ConfigError
 
 # Measured on a 20k-text run (docs/leaf.md): lr 4e-4 beat 1e-4 at every epoch and 1e-3 diverged early;
@@ -80,6 +81,13 @@ class LeafConfig(DistillConfig):
     teacher_max_seq_length: int | None = option(None, "teacher truncation in tokens")
     teacher_batch_size: int = option(32, "teacher encoding batch size")
     teacher_role: Role = option(Role.DOCUMENT, "prompt role the teacher embeds the training texts with")
+    teacher_engine: EngineKind = option(
+        EngineKind.LOCAL,
+        "where the teacher labels the texts: this process, or Ray Data actors (pip install -e '.[scale]')",
+    )
+    ray_address: str | None = option(
+        None, "Ray cluster for --teacher-engine ray (host:port, ray://host:port, auto; default: this machine)"
+    )
     eval_steps: int = option(0, "held-out fidelity every N steps (0: each epoch)")
     student_dropout: float | None = option(
         0.0,
@@ -134,6 +142,13 @@ class LeafConfig(DistillConfig):
                 "--matryoshka-dims trains the squared L2 only; drop --kl-weight/--cosine-weight"
             )
         check_positive(self, "bank_size")
+        if self.ray_address and self.teacher_engine is not EngineKind.RAY:
+            raise ConfigError(f"--ray-address {self.ray_address} needs --teacher-engine ray")
+        if self.teacher_engine is EngineKind.RAY and self.black_box_teacher:
+            raise ConfigError(
+                f"--teacher-engine ray runs a local teacher model on Ray actors; {self.teacher!r} is an "
+                "HTTP endpoint or precomputed vectors: use --teacher-engine local"
+            )
         if self.eval_steps < 0:
             raise ConfigError(f"--eval-steps must be >= 0, got {self.eval_steps}")
 

@@ -77,8 +77,9 @@ def _split(config: LeafConfig) -> tuple[list[str], list[str], list[str]]:
 
 
 def _label(config: LeafConfig, teacher, args, texts: tuple[list[str], list[str], list[str]]) -> LabelledTexts:
-    """Embed the training, augmented and held-out texts with the teacher, through the cache."""
+    """Embed the training, augmented and held-out texts with the teacher (on its engine), through the cache."""
     from embedkd.cache import TeacherCache
+    from embedkd.engines import make_engine
 
     train, augmented, heldout = texts
     # Rank 0 fills the cache first; the other ranks then only read it.
@@ -86,9 +87,13 @@ def _label(config: LeafConfig, teacher, args, texts: tuple[list[str], list[str],
         cache = TeacherCache.for_teacher(teacher, config.cache_dir)
         show = logger.isEnabledFor(logging.INFO)
         role, batch = config.teacher_role.value, config.teacher_batch_size
-        fit = cache.encode(teacher, train + augmented, role, batch_size=batch, show_progress=show)
-        held = cache.encode(teacher, heldout, role, batch_size=batch, show_progress=show)
-    return LabelledTexts(train, augmented, heldout, fit, held)
+        fit_texts = train + augmented
+        with make_engine(config.teacher_engine, address=config.ray_address) as engine:
+            # One call: on Ray, each call starts a new actor pool (the teacher loads again in each actor).
+            vecs = engine.encode(
+                cache, teacher, fit_texts + heldout, role, batch_size=batch, show_progress=show
+            )
+    return LabelledTexts(train, augmented, heldout, vecs[: len(fit_texts)], vecs[len(fit_texts) :])
 
 
 def _build_student(config: LeafConfig, teacher, data: LabelledTexts, resuming: bool):
