@@ -174,6 +174,20 @@ def _new_shard(index_type: IndexType, dim: int, params: dict) -> faiss.Index:
     return faiss.index_factory(dim, f"IVF{params['nlist']},PQ{params['pq_m']}x{params['pq_nbits']}", ip)
 
 
+def _shard_ids(shard: faiss.Index) -> np.ndarray:
+    """The ids one shard holds: its id map (flat, hnsw) or its inverted lists (ivfpq)."""
+    if hasattr(shard, "id_map"):
+        return faiss.vector_to_array(shard.id_map).astype(np.int64)
+    ivf = faiss.extract_index_ivf(shard)
+    lists = ivf.invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(no), lists.list_size(no)).astype(np.int64)
+        for no in range(ivf.nlist)
+        if lists.list_size(no)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
 class VectorIndex:
     """FAISS vectors under stable int64 ids, optionally sharded. Thread-safe (one lock).
 
@@ -276,34 +290,65 @@ class VectorIndex:
     def search(
         self, queries: np.ndarray, k: int, accept: Accept | None = None, overfetch: int = 4
     ) -> list[list[tuple[int, float]]]:
-        """Top-``k`` ``(id, score)`` per query row, best first.
+        """Top-``k`` ``(id, score)`` per query row, best first (see :meth:`search_bounded`, unbounded)."""
+        return self.search_bounded(queries, k, accept, overfetch)[0]
+
+    def search_bounded(
+        self,
+        queries: np.ndarray,
+        k: int,
+        accept: Accept | None = None,
+        overfetch: int = 4,
+        max_candidates: int | None = None,
+    ) -> tuple[list[list[tuple[int, float]]], list[bool]]:
+        """Top-``k`` ``(id, score)`` per query row, best first, and per row whether it was cut short.
 
         With ``accept`` (a metadata filter, or a check that an id is still live), ``k * overfetch``
         hits are fetched and the rejected ones dropped; rows still short of ``k`` are searched again
-        with ``overfetch`` times more, until they have ``k`` or the whole index was asked.
+        with ``overfetch`` times more, until they have ``k``, the whole index was asked, or
+        ``max_candidates`` hits were examined: such a row returns what it found, flagged ``True``.
+        ``accept`` sees each candidate id of a row once.
         """
         q = self.prepare(queries)
         out: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
+        partial = [False] * len(q)
         n = self.ntotal
         if n == 0 or k < 1:
-            return out
-        fetch = min(n, k if accept is None else k * max(1, overfetch))
+            return out, partial
+        cap = n if max_candidates is None else min(n, max(k, int(max_candidates)))
+        fetch = min(cap, k if accept is None else k * max(1, overfetch))
+        seen: list[dict[int, bool]] = [{} for _ in range(len(q))]
         todo = list(range(len(q)))
         while todo:
             scores, ids = self._raw_search(q[todo], fetch)
             short = []
             for row, qi in enumerate(todo):
-                valid = ids[row] >= 0
-                hit_ids, hit_scores = ids[row][valid], scores[row][valid]
-                if accept is not None and len(hit_ids):
-                    keep = np.asarray(accept(qi, hit_ids), dtype=bool)
-                    hit_ids, hit_scores = hit_ids[keep], hit_scores[keep]
-                if len(hit_ids) >= k or fetch >= n:
+                hit_ids, hit_scores = self._accepted(qi, ids[row], scores[row], accept, seen[qi])
+                if len(hit_ids) >= k or fetch >= cap:
                     out[qi] = [(int(i), float(s)) for i, s in zip(hit_ids[:k], hit_scores[:k])]
+                    partial[qi] = len(hit_ids) < k and fetch < n
                 else:
                     short.append(qi)
-            todo, fetch = short, min(n, fetch * max(2, overfetch))
-        return out
+            todo, fetch = short, min(cap, fetch * max(2, overfetch))
+        return out, partial
+
+    @staticmethod
+    def _accepted(qi: int, ids: np.ndarray, scores: np.ndarray, accept: Accept | None, seen: dict):
+        valid = ids >= 0
+        ids, scores = ids[valid], scores[valid]
+        if accept is None or not len(ids):
+            return ids, scores
+        new = np.array([i for i in ids.tolist() if i not in seen], dtype=np.int64)
+        if len(new):
+            seen.update(zip(new.tolist(), np.asarray(accept(qi, new), dtype=bool).tolist()))
+        keep = np.array([seen.get(i, False) for i in ids.tolist()], dtype=bool)
+        return ids[keep], scores[keep]
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index (int64; an hnsw index still holds the ids it could not remove)."""
+        with self._lock:
+            parts = [_shard_ids(shard) for shard in self.shards]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     def _raw_search(self, q: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         params = None

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from embedkd.errors import EmbedkdError
+from serve.faults import storage_error
+from serve.sqlite_files import open_checked
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ CREATE TABLE IF NOT EXISTS query_log (
     created REAL NOT NULL, student_cosine REAL);
 CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+TABLES = ("query_log", "log_meta")
+LOG_FIX = "move it away or delete it (the service then starts a new, empty query log)"
 
 
 class QueryLog:
@@ -61,7 +65,9 @@ class QueryLog:
         max_rows: most rows kept; the oldest go first.
 
     Raises:
-        EmbedkdError: the file is unreadable, or it holds another teacher's vectors.
+        ServiceStateError: the file is damaged (SQLite's quick_check runs at open).
+        StorageIOError: it cannot be opened for writing (read-only folder).
+        EmbedkdError: it holds another teacher's vectors.
     """
 
     def __init__(self, path: str | Path, teacher_id: str, dim: int, *, max_rows: int = 10_000) -> None:
@@ -71,17 +77,18 @@ class QueryLog:
         self._lock = threading.Lock()
         #: bumped by :meth:`clear`; rows sampled before a clear are not logged after it.
         self.epoch = 0
+        self._conn = open_checked(self.path, what="query log", tables=TABLES, schema=SCHEMA, fix=LOG_FIX)
         try:
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(
                 "PRAGMA secure_delete=ON"
-            )  # deleted query text is overwritten, not left in free pages
-            self._conn.executescript(SCHEMA)
+            )  # deleted text is overwritten, not left in free pages
             self._check_meta()
-        except sqlite3.DatabaseError as exc:
-            raise EmbedkdError(f"query log {self.path} is unreadable or corrupt ({exc})") from exc
+        except (sqlite3.Error, OSError) as exc:
+            self._conn.close()
+            raise storage_error(exc, f"opening query log {self.path}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
 
     @classmethod
     def in_index(cls, index_dir: str | Path, teacher_id: str, dim: int, **kwargs) -> QueryLog:
@@ -121,14 +128,18 @@ class QueryLog:
         with self._lock:
             if epoch is not None and epoch != self.epoch:
                 return 0
-            with self._conn:  # one transaction: the rows and the trim
-                self._conn.executemany(
-                    "INSERT INTO query_log (query, teacher_vector, created, student_cosine) VALUES (?, ?, ?, ?)",
-                    rows,
-                )
-                self._conn.execute(
-                    "DELETE FROM query_log WHERE id <= (SELECT MAX(id) FROM query_log) - ?", (self.max_rows,)
-                )
+            try:
+                with self._conn:  # one transaction: the rows and the trim
+                    self._conn.executemany(
+                        "INSERT INTO query_log (query, teacher_vector, created, student_cosine) VALUES (?, ?, ?, ?)",
+                        rows,
+                    )
+                    self._conn.execute(
+                        "DELETE FROM query_log WHERE id <= (SELECT MAX(id) FROM query_log) - ?",
+                        (self.max_rows,),
+                    )
+            except (sqlite3.Error, OSError) as exc:
+                raise storage_error(exc, f"logging {len(rows)} query(ies) in {self.path}") from exc
         return len(rows)
 
     def count(self) -> int:
@@ -138,10 +149,13 @@ class QueryLog:
     def clear(self) -> list[str]:
         """Delete every row (durably) and return their texts; queries sampled before are not logged."""
         with self._lock:
-            texts = [row[0] for row in self._conn.execute("SELECT query FROM query_log ORDER BY id")]
-            with self._conn:
-                self._conn.execute("DELETE FROM query_log")
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # deleted text leaves the WAL file too
+            try:
+                texts = [row[0] for row in self._conn.execute("SELECT query FROM query_log ORDER BY id")]
+                with self._conn:
+                    self._conn.execute("DELETE FROM query_log")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # deleted text leaves the WAL file too
+            except (sqlite3.Error, OSError) as exc:
+                raise storage_error(exc, f"clearing query log {self.path}") from exc
             self.epoch += 1
         logger.info("query log %s cleared (%d queries)", self.path, len(texts))
         return texts
@@ -166,15 +180,14 @@ def read_query_log(index_dir: str | Path, teacher_id: str | None = None) -> tupl
     path = Path(index_dir) / QUERY_LOG_FILE
     if not path.is_file():
         raise EmbedkdError(f"{index_dir} has no query log ({QUERY_LOG_FILE}); serve it with --monitor-sample")
+    conn = open_checked(path, what="query log", tables=TABLES, read_only=True, fix=LOG_FIX)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            meta = dict(conn.execute("SELECT key, value FROM log_meta").fetchall())
-            rows = conn.execute("SELECT query, teacher_vector FROM query_log ORDER BY id").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise EmbedkdError(f"query log {path} is unreadable or corrupt ({exc})") from exc
+        meta = dict(conn.execute("SELECT key, value FROM log_meta").fetchall())
+        rows = conn.execute("SELECT query, teacher_vector FROM query_log ORDER BY id").fetchall()
+    except sqlite3.Error as exc:
+        raise storage_error(exc, f"reading query log {path}") from exc
+    finally:
+        conn.close()
     if teacher_id is not None and meta.get("teacher_id") != teacher_id:
         raise EmbedkdError(f"query log {path} holds {meta.get('teacher_id')!r} vectors, not {teacher_id!r}")
     dim = int(meta.get("dim", 0))

@@ -6,77 +6,45 @@ acknowledges. Every ``snapshot_every`` writes the index is snapshotted atomicall
 now holds are dropped from the log. Start-up loads the live snapshot and replays the records after it,
 so an acknowledged write survives a crash at any point.
 
+Start-up checks the snapshot, the log and the store against each other (:mod:`serve.verify`) and
+refuses to start on any disagreement. A write that cannot be made durable (full disk, I/O error) is
+refused with :class:`~serve.errors.StorageFullError` / :class:`~serve.errors.StorageIOError`; a
+snapshot that fails after a durable write only logs a warning and is retried (:mod:`serve.durability`).
+
 Read-only services (no teacher, or replicas sharing a directory) never write to the directory; they
 replay the log in memory and, with ``refresh_seconds``, follow the writer by re-syncing periodically.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embedkd.errors import EmbedkdError
 from serve.builder import STORE_FILE
+from serve.durability import SnapshotPolicy, load_verified, lock_writer
 from serve.encoders import QueryEncoder, load_index_teacher, load_query_encoder
+from serve.errors import StorageFullError, StorageIOError
+from serve.faults import storage_error
 from serve.index import IndexMeta, VectorIndex
+from serve.service_types import (
+    Hit,
+    ReadOnlyError,
+    SearchResult,
+    ServiceOptions,
+    UnknownFieldError,
+    merge_hits,
+)
 from serve.snapshot import current_name, empty_like, read_meta, read_snapshot, write_snapshot
 from serve.store import DocStore, Document, WalRecord, matches
 
 logger = logging.getLogger(__name__)
 
-
-class ReadOnlyError(EmbedkdError):
-    """A write reached a service that cannot write (no teacher configured, or a read-only replica)."""
-
-
-class UnknownFieldError(EmbedkdError):
-    """A filter names a metadata field no document has."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
-
-    id: str
-    score: float
-    title: str | None = None
-    text: str | None = None
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ServiceOptions:
-    """Engine knobs (the HTTP settings map onto these).
-
-    Attributes:
-        read_only: never write to the index directory.
-        mmap: memory-map the snapshot instead of reading it (implies read_only).
-        snapshot_every: snapshot after this many acknowledged writes (0: only at shutdown).
-        overfetch: hits fetched per wanted hit when filtering or when stale ids may exist.
-        cache_dir: teacher cache root.
-        teacher_batch_size: teacher batch size for document embedding.
-        device: torch device for the models.
-        quantize: ``int8`` runs the query encoder's ONNX int8 graph (None: the backend's default).
-        backend: query encoder runtime: ``torch``, ``onnx`` or ``openvino``.
-        threads: CPU threads of the ONNX / OpenVINO runtime (None: all cores).
-    """
-
-    read_only: bool = False
-    mmap: bool = False
-    snapshot_every: int = 1000
-    overfetch: int = 4
-    cache_dir: str | None = None
-    teacher_batch_size: int = 32
-    device: str | None = None
-    quantize: str | None = None
-    backend: str = "torch"
-    threads: int | None = None
+__all__ = ["Hit", "ReadOnlyError", "SearchResult", "SearchService", "ServiceOptions", "UnknownFieldError"]
 
 
 class SearchService:
@@ -91,16 +59,22 @@ class SearchService:
         self.index_dir, self.meta, self.encoder, self.teacher = index_dir, meta, encoder, teacher
         self.options = options
         self.read_only = options.read_only or options.mmap or teacher is None
-        self._writer_lock = None if self.read_only else _lock_writer(index_dir)
-        self.store = DocStore(index_dir / STORE_FILE, read_only=self.read_only)
         self._write_lock = threading.Lock()
         self._encoder_lock = threading.Lock()  # the query path reads, a hot swap replaces the reference
         self._encoded_by = threading.local()
         self.encoder_generation = 0
         self._cache = None
-        self._since_snapshot = 0
+        self._snapshots = SnapshotPolicy(options.snapshot_every, options.snapshot_retry_seconds)
+        self._documents = 0
         self.delta: VectorIndex | None = None
-        self._load()
+        self._writer_lock = None if self.read_only else lock_writer(index_dir)
+        self.store = None
+        try:  # never a store or snapshot the directory lacks: a missing docs.sqlite is an error
+            self.store = DocStore(index_dir / STORE_FILE, read_only=self.read_only, create=False)
+            self._load()
+        except BaseException:
+            self._release()
+            raise
 
     @classmethod
     def open(
@@ -108,13 +82,17 @@ class SearchService:
         index_dir: str | Path,
         student: str | QueryEncoder,
         teacher: str | object | None = None,
-        options: ServiceOptions = ServiceOptions(),
+        options: ServiceOptions | None = None,
     ) -> SearchService:
         """Open ``index_dir`` with ``student`` as query encoder and optional ``teacher`` for writes.
 
         Raises:
-            EmbedkdError: not an index directory, corrupt snapshot, or a model that does not fit it.
+            EmbedkdError: not an index directory, or a model that does not fit it.
+            ServiceStateError: the snapshot, the write-ahead log and the document store disagree, or
+                one of them is damaged (the message says how to recover).
+            StorageIOError: the directory cannot be opened (read-only filesystem, permissions).
         """
+        options = options or ServiceOptions()
         index_dir = Path(index_dir)
         meta = read_meta(index_dir)
         encoder = (
@@ -139,20 +117,24 @@ class SearchService:
 
     # ------------------------------------------------------------- durability
     def _load(self) -> None:
-        snap = read_snapshot(self.index_dir, self.meta, mmap=self.options.mmap)
+        snap, verified = load_verified(
+            self.index_dir,
+            self.meta,
+            self.store,
+            mmap=self.options.mmap,
+            writer=not self.read_only,
+            verify=self.options.verify,
+        )
         self.index, self.applied_seq, self.snapshot_name = snap.index, snap.applied_seq, snap.name
         self.delta = empty_like(self.meta) if self.options.mmap else None
-        first = self.store.first_seq()
-        if first is not None and first > self.applied_seq + 1 and self.store.last_seq() > self.applied_seq:
-            raise EmbedkdError(
-                f"{self.index_dir}: the write-ahead log starts at {first} but the snapshot ends at "
-                f"{self.applied_seq}; records are missing (restore the directory from a backup)"
-            )
+        self.store.raise_vid_floor(max(snap.next_vid or 1, verified.next_vid if verified else 1))
         replayed = self._replay()
+        self._documents = self.store.count()  # kept in step with applied_seq by _apply from here on
         if replayed:
             logger.info("replayed %d write-ahead record(s) after snapshot %s", replayed, self.snapshot_name)
+            self._snapshots.wrote(replayed)
             if not self.read_only:
-                self.snapshot()
+                self._try_snapshot()
 
     def _replay(self) -> int:
         n = 0
@@ -167,17 +149,42 @@ class SearchService:
             target.remove([record.old_vid])
         if record.op == "upsert":
             target.add([record.vid], record.vector.reshape(1, -1))
+        if record.op == "delete":
+            self._documents -= 1
+        elif record.old_vid is None:
+            self._documents += 1
         self.applied_seq = max(self.applied_seq, record.seq)
 
     def snapshot(self) -> str | None:
-        """Write the index atomically and drop the log records it now holds (writable services only)."""
+        """Write the index atomically and drop the log records it now holds (writable services only).
+
+        Raises:
+            StorageFullError, StorageIOError: the snapshot failed; the previous one stays live, the
+                log keeps every write, and nothing is left behind on disk.
+        """
         if self.read_only:
             return None
         with self._write_lock:
-            name = write_snapshot(self.index_dir, self.index, self.applied_seq)
-            self.store.truncate_wal(self.applied_seq)
-            self.snapshot_name, self._since_snapshot = name, 0
+            name = write_snapshot(
+                self.index_dir,
+                self.index,
+                self.applied_seq,
+                next_vid=self.store.next_vid(),
+                documents=self._documents,
+            )
+            self.snapshot_name = name
+            self._snapshots.succeeded()
+            try:
+                self.store.truncate_wal(self.applied_seq)
+            except (StorageFullError, StorageIOError) as exc:  # the next snapshot drops them
+                logger.warning("snapshot %s is live; dropping the log records it holds failed: %s", name, exc)
         return name
+
+    def _try_snapshot(self) -> None:
+        try:
+            self.snapshot()
+        except (StorageFullError, StorageIOError) as exc:
+            self._snapshots.failed(exc)
 
     def sync(self) -> int:
         """Follow another process's writes (read-only replicas): reload a newer snapshot, replay the log."""
@@ -208,9 +215,12 @@ class SearchService:
                 "no teacher is configured; start the service with --teacher to embed documents"
             )
         with self._write_lock:  # the cache is not thread-safe
-            return self._teacher_cache().encode(
-                self.teacher, list(texts), "document", batch_size=self.options.teacher_batch_size
-            )
+            try:
+                return self._teacher_cache().encode(
+                    self.teacher, list(texts), "document", batch_size=self.options.teacher_batch_size
+                )
+            except OSError as exc:  # the cache could not store the new vectors
+                raise storage_error(exc, "caching the teacher's document vectors") from exc
 
     def upsert(self, docs: Sequence[Document]) -> int:
         """Embed and store ``docs`` durably (replacing same-id documents); returns how many."""
@@ -222,7 +232,7 @@ class SearchService:
         with self._write_lock:
             for record in self.store.upsert(docs, vectors):
                 self._apply(record)
-            self._since_snapshot += len(docs)
+            self._snapshots.wrote(len(docs))
         self._maybe_snapshot()
         return len(docs)
 
@@ -234,14 +244,14 @@ class SearchService:
             if record is None:
                 return False
             self._apply(record)
-            self._since_snapshot += 1
+            self._snapshots.wrote(1)
         self._maybe_snapshot()
         return True
 
     def _maybe_snapshot(self) -> None:
-        every = self.options.snapshot_every
-        if every and self._since_snapshot >= every:
-            self.snapshot()
+        """Snapshot when due; a failure is logged and retried later (the write is already durable)."""
+        if self._snapshots.due():
+            self._try_snapshot()
 
     def _check_writable(self) -> None:
         if self.teacher is None:
@@ -316,6 +326,15 @@ class SearchService:
         self, vectors: np.ndarray, k: int, filters: dict | None = None, include_text: bool = False
     ) -> list[list[Hit]]:
         """Top-``k`` documents per query vector, optionally filtered on metadata equality."""
+        return self.search_detailed(vectors, k, filters, include_text).hits
+
+    def search_detailed(
+        self, vectors: np.ndarray, k: int, filters: dict | None = None, include_text: bool = False
+    ) -> SearchResult:
+        """:meth:`search`, and per query row whether it stopped at ``max_candidates`` short of ``k``.
+
+        A very selective filter could otherwise page through the whole index for every query.
+        """
         self.check_filter(filters)
 
         def accept(_row: int, ids: np.ndarray) -> np.ndarray:
@@ -324,12 +343,14 @@ class SearchService:
                 [i in docs and (not filters or matches(docs[i].metadata, filters)) for i in ids.tolist()]
             )
 
-        hits = self.index.search(vectors, k, accept, self.options.overfetch)
+        bound = (self.options.overfetch, self.options.max_candidates)
+        hits, partial = self.index.search_bounded(vectors, k, accept, *bound)
         if self.delta is not None and self.delta.ntotal:
-            extra = self.delta.search(vectors, k, accept, self.options.overfetch)
-            hits = [_merge_hits(main, recent, k) for main, recent in zip(hits, extra)]
+            extra, cut = self.delta.search_bounded(vectors, k, accept, *bound)
+            hits = [merge_hits(main, recent, k) for main, recent in zip(hits, extra)]
+            partial = [a or b for a, b in zip(partial, cut)]
         docs = self.store.lookup([vid for row in hits for vid, _ in row], with_text=include_text)
-        return [
+        rows = [
             [
                 Hit(docs[vid].id, score, docs[vid].title, docs[vid].text, docs[vid].metadata)
                 for vid, score in row
@@ -337,6 +358,7 @@ class SearchService:
             ]
             for row in hits
         ]
+        return SearchResult(rows, partial)
 
     def stats(self) -> dict:
         return {
@@ -354,37 +376,21 @@ class SearchService:
             "mmap": self.options.mmap,
             "snapshot": self.snapshot_name,
             "applied_seq": self.applied_seq,
+            "snapshot_error": self._snapshots.error,
             "metadata_fields": sorted(self.store.fields),
         }
 
     def close(self) -> None:
-        """Snapshot what the live snapshot lacks (writable services), then close the store."""
-        if not self.read_only and self.store.last_seq() > int(self.snapshot_name.split("-")[1]):
-            self.snapshot()
-        self.store.close()
+        """Snapshot what the live snapshot lacks (writable services; a failure only warns), then close."""
+        try:
+            if not self.read_only and self.store.last_seq() > int(self.snapshot_name.split("-")[1]):
+                self._try_snapshot()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.store is not None:
+            self.store.close()
         if self._writer_lock is not None:
             self._writer_lock.close()  # releases the flock
             self._writer_lock = None
-
-
-def _lock_writer(index_dir: Path):
-    """Hold an exclusive lock on the directory: one writer at a time (released by the OS if it dies)."""
-    handle = (index_dir / "writer.lock").open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise EmbedkdError(
-            f"{index_dir} is already open for writing by another process; start this one with --read-only"
-        ) from None
-    return handle
-
-
-def _merge_hits(main: list, recent: list, k: int) -> list:
-    """Top ``k`` of the snapshot index's and the recent-writes index's hits, one per id.
-
-    A document written after the snapshot can be in both (its snapshot vector may be stale); the
-    recent one wins, and a duplicate never takes a slot from another document.
-    """
-    seen = {vid for vid, _ in recent}
-    return sorted(recent + [h for h in main if h[0] not in seen], key=lambda h: -h[1])[:k]
