@@ -26,7 +26,7 @@ from serve.querylog import QueryLog
 from serve.routes import documents_router, info_router, search_router
 from serve.routes_admin import admin_router
 from serve.routes_docs import docs_router
-from serve.service import SearchService, ServiceOptions
+from serve.service import SearchService, ServiceOptions, open_search_service
 from serve.settings import ServeSettings
 from serve.swap import StudentSwapper, StudentWatcher
 
@@ -41,14 +41,19 @@ def open_service(settings: ServeSettings) -> SearchService:
         read_only=settings.read_only,
         mmap=settings.mmap,
         snapshot_every=settings.snapshot_every,
+        snapshot_retry_seconds=settings.snapshot_retry_seconds,
         overfetch=settings.overfetch,
+        max_candidates=settings.max_candidates,
+        verify=settings.verify,
         cache_dir=settings.cache_dir,
         device=settings.device,
         quantize=settings.quantize,
         backend=settings.backend,
         threads=settings.threads,
+        store=settings.store,
+        uri=settings.uri,
     )
-    service = SearchService.open(settings.index_dir, settings.student, settings.teacher, options)
+    service = open_search_service(settings.index_dir, settings.student, settings.teacher, options)
     if settings.monitor_sample > 0 and service.teacher is None:
         service.close()
         raise ConfigError(

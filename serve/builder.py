@@ -1,7 +1,9 @@
 """Build an index directory from a corpus: the teacher embeds every document (through its cache).
 
-The directory is built under a temporary name next to the target and renamed into place at the end,
-so an interrupted build never leaves a half-made index where the service would look for one.
+The vectors and documents go into the directory (FAISS + SQLite, an :class:`IndexSpec`) or into a
+Milvus collection (a :class:`~serve.milvus_build.MilvusSpec`; the directory then holds ``meta.json``
+naming it). The directory is built under a temporary name next to the target and renamed into place at
+the end, so an interrupted build never leaves a half-made index where the service would look for one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +23,11 @@ import numpy as np
 
 from embedkd.errors import EmbedkdError
 from serve.index import IndexMeta, IndexSpec, IndexType, VectorIndex, hnsw_params, ivfpq_params
+from serve.milvus_build import MilvusSpec, check_target, fill_collection, milvus_meta
 from serve.snapshot import write_meta, write_snapshot
 from serve.store import DocStore, Document
+from serve.store_config import write_index_meta
+from serve.vector_store import TeacherIdentity
 
 if TYPE_CHECKING:
     from embedkd.teachers import Teacher
@@ -101,7 +107,7 @@ def build_index(
     corpus: str | Path,
     teacher: Teacher,
     index_dir: str | Path,
-    spec: IndexSpec | None = None,
+    spec: IndexSpec | MilvusSpec | None = None,
     *,
     teacher_name: str | None = None,
     normalize: bool = True,
@@ -119,7 +125,9 @@ def build_index(
         corpus: see :func:`read_corpus`.
         teacher: an :class:`embedkd.teachers.Teacher`.
         index_dir: target directory (must not exist unless ``overwrite``).
-        spec: index type and parameters (unset ones are chosen from the corpus size).
+        spec: a FAISS :class:`IndexSpec` (index type and parameters; unset ones are chosen from the
+            corpus size) or a :class:`~serve.milvus_build.MilvusSpec` (URI, collection, index type),
+            whose target is checked before the teacher embeds anything.
         teacher_name: the model string to record (default: the teacher's ``name`` or ``id``).
         normalize: L2-normalise vectors so that scores are cosine similarities.
         cache_dir: teacher cache root (default ``~/.cache/embedkd/teacher``).
@@ -133,11 +141,11 @@ def build_index(
     from embedkd.cache import TeacherCache
     from embedkd.engines import make_engine
 
-    spec = spec or IndexSpec()
-    target = Path(index_dir)
-    if target.exists() and not overwrite:
-        raise EmbedkdError(f"index directory {target} already exists (pass --overwrite to replace it)")
+    _check_target_dir(Path(index_dir), overwrite)
     docs = read_corpus(corpus, max_docs)
+    meta = teacher_meta(teacher, teacher_name, normalize)
+    if isinstance(spec, MilvusSpec):  # unreachable, another teacher's, existing: before any teacher work
+        check_target(spec, TeacherIdentity.from_meta(meta), overwrite=overwrite)
     logger.info("indexing %d documents from %s with teacher %s", len(docs), corpus, teacher.id)
     cache = TeacherCache.for_teacher(teacher, cache_dir)
     texts = [d.embed_text for d in docs]
@@ -145,19 +153,72 @@ def build_index(
         vectors = runner.encode(
             cache, teacher, texts, "document", batch_size=batch_size, show_progress=show_progress
         )
-    meta = _meta_for(teacher, teacher_name, len(docs), spec, normalize)
+    return index_from_vectors(
+        docs, vectors, meta, index_dir, spec, overwrite=overwrite, show_progress=show_progress
+    )
+
+
+def index_from_vectors(
+    docs: Sequence[Document],
+    vectors: np.ndarray,
+    meta: IndexMeta,
+    index_dir: str | Path,
+    spec: IndexSpec | MilvusSpec | None = None,
+    *,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> IndexMeta:
+    """Write an index directory for ``docs`` whose teacher ``vectors`` are already computed.
+
+    Args:
+        docs: the documents (:func:`read_corpus`), in the order of ``vectors``.
+        vectors: ``(len(docs), meta.dim)`` teacher vectors (normalised here when ``meta.normalize``).
+        meta: the teacher's identity: :func:`teacher_meta`, or ``read_meta`` of another index built by
+            the same teacher; its index type and parameters are replaced by ``spec``'s.
+        index_dir, spec, overwrite, show_progress: as :func:`build_index`.
+
+    Returns:
+        The recorded :class:`IndexMeta`.
+    """
+    spec = spec or IndexSpec()
+    target = Path(index_dir)
+    _check_target_dir(target, overwrite)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(docs), meta.dim):
+        raise EmbedkdError(
+            f"{len(docs)} documents of {meta.dim}-d need vectors of that shape, got {vectors.shape}"
+        )
+    if isinstance(spec, MilvusSpec):
+        identity = TeacherIdentity.from_meta(meta)
+        params = fill_collection(
+            spec, docs, vectors, identity, overwrite=overwrite, show_progress=show_progress
+        )
+        meta = milvus_meta(meta, spec, params)
+        _build_dir(target, lambda folder: write_index_meta(folder, meta, spec.store_config()))
+    else:
+        meta = _faiss_meta(meta, spec, len(docs))
+        _build_dir(target, lambda folder: _write_index_dir(folder, list(docs), vectors, meta, spec.seed))
+    logger.info("index %s: %d vectors (%s)", target, len(docs), meta.index_type)
+    return meta
+
+
+def _check_target_dir(target: Path, overwrite: bool) -> None:
+    if target.exists() and not overwrite:
+        raise EmbedkdError(f"index directory {target} already exists (pass --overwrite to replace it)")
+
+
+def _build_dir(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary folder next to ``target`` and rename it into place (all or nothing)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _write_index_dir(tmp, docs, vectors, meta, spec.seed)
+        fill(tmp)
         _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("index %s: %d vectors (%s)", target, len(docs), meta.index_type)
-    return meta
 
 
 def _write_index_dir(
@@ -175,13 +236,14 @@ def _write_index_dir(
     write_snapshot(folder, index, applied_seq=0)
 
 
-def _meta_for(
-    teacher: Teacher, teacher_name: str | None, n: int, spec: IndexSpec, normalize: bool
-) -> IndexMeta:
-    kind = IndexType(spec.index_type)
-    params = {IndexType.FLAT: {}, IndexType.HNSW: hnsw_params(n, spec)}.get(kind)
-    if params is None:
-        params = ivfpq_params(n, teacher.dim, spec)
+def teacher_meta(teacher: Teacher, teacher_name: str | None = None, normalize: bool = True) -> IndexMeta:
+    """The :class:`IndexMeta` of an index of ``teacher``'s vectors (a flat index until a spec says more).
+
+    Args:
+        teacher: the document teacher.
+        teacher_name: the model string to record (default: the teacher's ``name`` or ``id``).
+        normalize: L2-normalise vectors so that scores are cosine similarities.
+    """
     model = getattr(teacher, "model", None)
     return IndexMeta(
         teacher_id=teacher.id,
@@ -192,10 +254,15 @@ def _meta_for(
         query_prompt=teacher.prompt("query"),
         document_prompt=teacher.prompt("document"),
         teacher_max_seq_length=getattr(model, "max_seq_length", None),
-        index_type=kind.value,
-        shards=spec.shards,
-        params=params,
     )
+
+
+def _faiss_meta(meta: IndexMeta, spec: IndexSpec, n: int) -> IndexMeta:
+    kind = IndexType(spec.index_type)
+    params = {IndexType.FLAT: {}, IndexType.HNSW: hnsw_params(n, spec)}.get(kind)
+    if params is None:
+        params = ivfpq_params(n, meta.dim, spec)
+    return replace(meta, index_type=kind.value, shards=spec.shards, params=params)
 
 
 def _sample(vectors: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -17,6 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher", default=None, help="document teacher for writes (unset: read-only) [EMBEDKD_TEACHER]"
     )
+    parser.add_argument(
+        "--store",
+        default=None,
+        choices=["faiss", "milvus"],
+        help="vector store the index was built with (default: the one --index-dir records) [EMBEDKD_STORE]",
+    )
+    parser.add_argument(
+        "--uri",
+        default=None,
+        help="Milvus: a Lite file (./docs.db) or http://host:19530, replacing the recorded one [EMBEDKD_URI]",
+    )
     parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
     parser.add_argument(
@@ -54,6 +65,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--snapshot-every", type=int, default=None, help="writes between index snapshots (1000)"
+    )
+    parser.add_argument(
+        "--snapshot-retry-seconds",
+        type=float,
+        default=None,
+        help="after a failed snapshot (full disk) wait this long before the next try (30)",
+    )
+    parser.add_argument(
+        "--max-candidates",
+        type=int,
+        default=None,
+        help="most hits one filtered query examines; short of k there, it answers partial (10000)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        default=None,
+        help="skip the start-up cross-check of snapshot, write-ahead log and document store "
+        "(stores too large to check at every start; file checksums still run)",
     )
     parser.add_argument("--cache-dir", default=None, help="teacher cache root [EMBEDKD_CACHE_DIR]")
     parser.add_argument("--device", default=None, help="torch device for the models")

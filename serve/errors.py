@@ -12,8 +12,8 @@ from embedkd.errors import EmbedkdError
 class ServiceStateError(EmbedkdError):
     """The index folder's parts disagree (snapshot, write-ahead records, document store, manifest).
 
-    Raised at start-up, never answered per request: the service refuses to start. The message says
-    what is wrong and how to recover.
+    At start-up the service refuses to start; found while serving (a damaged row), the request answers a
+    JSON 500 ``state_corrupt``. The message says what is wrong and how to recover.
     """
 
     status = 500

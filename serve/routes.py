@@ -58,7 +58,10 @@ async def search(
     metrics: MetricsDep,
     monitor: Monitor,
 ):
-    """Embed the query (or queries) with the student and return the top ``k`` documents."""
+    """Embed the query (or queries) with the student and return the top ``k`` documents.
+
+    ``partial`` flags a query whose filter rejected so many hits that the search stopped at
+    ``--max-candidates`` examined with fewer than ``k`` matches (more may exist further away)."""
     texts = [body.query] if body.query is not None else list(body.queries or [])
     limits.check_count("k", body.k, settings.max_k, limits.K_OVER_LIMIT, "--max-k")
     limits.check_count("queries", len(texts), settings.max_queries, limits.TOO_MANY_QUERIES, "--max-queries")
@@ -71,13 +74,13 @@ async def search(
     def search_rows(vectors, truncated):
         # Runs in the encoding thread right after the forward pass: no second thread hand-off.
         encoded = time.perf_counter()
-        hits = svc.search(vectors, body.k, body.filter, body.include_text)
+        found = svc.search_detailed(vectors, body.k, body.filter, body.include_text)
         searched = time.perf_counter()
         if monitor is not None:  # a sample only joins a bounded queue: never waits
             monitor.offer(texts, vectors, svc.last_encoder_generation())
-        return hits, truncated, encoded, searched
+        return found, truncated, encoded, searched
 
-    hits, truncated, encoded, searched = await batcher.submit(texts, search_rows)
+    found, truncated, encoded, searched = await batcher.submit(texts, search_rows)
     done = time.perf_counter()
     metrics.search_seconds.observe(searched - encoded)
     rows = [
@@ -91,12 +94,13 @@ async def search(
             )
             for h in row
         ]
-        for row in hits
+        for row in found.hits
     ]
     single = body.query is not None
     return SearchResponse(
         results=rows[0] if single else rows,
         truncated=truncated[0] if single else truncated,
+        partial=found.partial[0] if single else found.partial,
         k=body.k,
         took_ms=round((done - start) * 1000, 3),
         encode_ms=round((encoded - start) * 1000, 3),

@@ -62,6 +62,10 @@ class SearchResponse(BaseModel):
 
     results: list[SearchHit] | list[list[SearchHit]]
     truncated: bool | list[bool] = Field(description="query longer than the student's max length (cut)")
+    partial: bool | list[bool] = Field(
+        description="the search stopped after examining --max-candidates nearest hits and found fewer "
+        "than k that pass the filter: more matches may exist further away (narrow the query or raise the cap)"
+    )
     k: int
     took_ms: float = Field(description="time in the service for this request")
     encode_ms: float = Field(description="waiting for and running the student forward pass (shared batch)")

@@ -1,4 +1,8 @@
-"""The search engine behind the HTTP API: index + document store + models + durability. No HTTP here.
+"""The FAISS search engine behind the HTTP API: index + document store + durability. No HTTP here.
+
+The models (student, teacher and its cache) are :class:`~serve.service_base.BaseSearchService`'s; an
+index built with ``--store milvus`` is served by :mod:`serve.milvus_service` instead, and
+:func:`open_search_service` opens either.
 
 Write path (one lock): the teacher embeds the documents (through its cache) → one durable SQLite
 transaction stores them *and* their write-ahead records → the FAISS index is updated → the caller
@@ -18,19 +22,18 @@ replay the log in memory and, with ``refresh_seconds``, follow the writer by re-
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from embedkd.errors import EmbedkdError
+from embedkd.errors import ConfigError
 from serve.builder import STORE_FILE
 from serve.durability import SnapshotPolicy, load_verified, lock_writer
-from serve.encoders import QueryEncoder, load_index_teacher, load_query_encoder
+from serve.encoders import QueryEncoder
 from serve.errors import StorageFullError, StorageIOError
-from serve.faults import storage_error
 from serve.index import IndexMeta, VectorIndex
+from serve.service_base import BaseSearchService, check_store_kind, load_models
 from serve.service_types import (
     Hit,
     ReadOnlyError,
@@ -41,29 +44,57 @@ from serve.service_types import (
 )
 from serve.snapshot import current_name, empty_like, read_meta, read_snapshot, write_snapshot
 from serve.store import DocStore, Document, WalRecord, matches
+from serve.store_config import StoreKind, read_store_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Hit", "ReadOnlyError", "SearchResult", "SearchService", "ServiceOptions", "UnknownFieldError"]
+__all__ = [
+    "Hit",
+    "ReadOnlyError",
+    "SearchResult",
+    "SearchService",
+    "ServiceOptions",
+    "UnknownFieldError",
+    "open_search_service",
+]
 
 
-class SearchService:
-    """Asymmetric search over one index directory: documents by the teacher, queries by the student.
+def open_search_service(
+    index_dir: str | Path,
+    student: str | QueryEncoder,
+    teacher: str | object | None = None,
+    options: ServiceOptions | None = None,
+):
+    """Open ``index_dir`` with the service of the store it records: FAISS here, Milvus in a collection.
 
-    Use :meth:`open`; call :meth:`close` when done (snapshots pending writes).
+    Same arguments as :meth:`SearchService.open`; ``options.store`` (when set) must name the recorded
+    store and ``options.uri`` replaces a Milvus index's recorded URI.
+
+    Returns:
+        A :class:`SearchService` or a :class:`serve.milvus_service.MilvusSearchService`.
     """
+    options = options or ServiceOptions()
+    if read_store_config(index_dir).kind is StoreKind.MILVUS:
+        from serve.milvus_service import MilvusSearchService
+
+        return MilvusSearchService.open(index_dir, student, teacher, options)
+    return SearchService.open(index_dir, student, teacher, options)
+
+
+class SearchService(BaseSearchService):
+    """Asymmetric search over one FAISS index directory: documents by the teacher, queries by the student.
+
+    Use :meth:`open` (or :func:`open_search_service`); call :meth:`close` when done (snapshots pending
+    writes).
+    """
+
+    store_kind = StoreKind.FAISS
 
     def __init__(
         self, index_dir: Path, meta: IndexMeta, encoder: QueryEncoder, teacher, options: ServiceOptions
     ):
-        self.index_dir, self.meta, self.encoder, self.teacher = index_dir, meta, encoder, teacher
-        self.options = options
-        self.read_only = options.read_only or options.mmap or teacher is None
-        self._write_lock = threading.Lock()
-        self._encoder_lock = threading.Lock()  # the query path reads, a hot swap replaces the reference
-        self._encoded_by = threading.local()
-        self.encoder_generation = 0
-        self._cache = None
+        super().__init__(index_dir, meta, encoder, teacher, options)
+        self.read_only = self.read_only or options.mmap
         self._snapshots = SnapshotPolicy(options.snapshot_every, options.snapshot_retry_seconds)
         self._documents = 0
         self.delta: VectorIndex | None = None
@@ -95,24 +126,10 @@ class SearchService:
         options = options or ServiceOptions()
         index_dir = Path(index_dir)
         meta = read_meta(index_dir)
-        encoder = (
-            load_query_encoder(
-                student,
-                meta,
-                device=options.device,
-                quantize=options.quantize,
-                backend=options.backend,
-                threads=options.threads,
-            )
-            if isinstance(student, (str, Path))
-            else student  # an encoder object (QueryEncoder, an ONNX encoder, a test fake)
-        )
-        if encoder.dim != meta.dim:
-            raise EmbedkdError(f"query encoder outputs {encoder.dim}-d vectors, the index holds {meta.dim}-d")
-        if isinstance(teacher, str):
-            teacher = load_index_teacher(teacher, meta, device=options.device)
-        elif teacher is not None and (teacher.id != meta.teacher_id or teacher.dim != meta.dim):
-            raise EmbedkdError(f"teacher {teacher.id!r} is not the index's teacher {meta.teacher_id!r}")
+        check_store_kind(index_dir, cls.store_kind, options)
+        if options.uri is not None:
+            raise ConfigError(f"--uri {options.uri} names a Milvus store; {index_dir} is a FAISS index")
+        encoder, teacher = load_models(meta, student, teacher, options)
         return cls(index_dir, meta, encoder, teacher, options)
 
     # ------------------------------------------------------------- durability
@@ -201,33 +218,9 @@ class SearchService:
         return self._replay()
 
     # ----------------------------------------------------------------- writes
-    def _teacher_cache(self):
-        from embedkd.cache import TeacherCache
-
-        if self._cache is None:
-            self._cache = TeacherCache.for_teacher(self.teacher, self.options.cache_dir)
-        return self._cache
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Teacher vectors of ``texts`` (through the teacher cache)."""
-        if self.teacher is None:
-            raise ReadOnlyError(
-                "no teacher is configured; start the service with --teacher to embed documents"
-            )
-        with self._write_lock:  # the cache is not thread-safe
-            try:
-                return self._teacher_cache().encode(
-                    self.teacher, list(texts), "document", batch_size=self.options.teacher_batch_size
-                )
-            except OSError as exc:  # the cache could not store the new vectors
-                raise storage_error(exc, "caching the teacher's document vectors") from exc
-
     def upsert(self, docs: Sequence[Document]) -> int:
         """Embed and store ``docs`` durably (replacing same-id documents); returns how many."""
-        self._check_writable()
-        ids = [d.id for d in docs]
-        if len(set(ids)) != len(ids):
-            raise EmbedkdError("duplicate document ids in one upsert")
+        self._check_upsert(docs)
         vectors = self.embed_documents([d.embed_text for d in docs])
         with self._write_lock:
             for record in self.store.upsert(docs, vectors):
@@ -253,66 +246,7 @@ class SearchService:
         if self._snapshots.due():
             self._try_snapshot()
 
-    def _check_writable(self) -> None:
-        if self.teacher is None:
-            raise ReadOnlyError(
-                "this service is read-only: no teacher is configured (start it with --teacher)"
-            )
-        if self.read_only:
-            raise ReadOnlyError("this service is a read-only replica")
-
     # ------------------------------------------------------------------ reads
-    def encode_queries(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Student vectors of ``texts`` (one forward pass) and which were truncated.
-
-        A batch runs on the encoder it started with: :meth:`swap_encoder` never interrupts it.
-        """
-        with self._encoder_lock:
-            encoder, generation = self.encoder, self.encoder_generation
-        self._encoded_by.generation = generation
-        return encoder.encode(texts, "query"), encoder.truncated(texts)
-
-    def last_encoder_generation(self) -> int:
-        """Which student (:attr:`encoder_generation`) ran this thread's last :meth:`encode_queries`."""
-        return getattr(self._encoded_by, "generation", self.encoder_generation)
-
-    def swap_encoder(self, encoder: QueryEncoder) -> QueryEncoder:
-        """Serve queries with ``encoder`` from the next batch on (one reference swap); returns the old one.
-
-        Raises:
-            EmbedkdError: its dimension is not the index's.
-        """
-        if encoder.dim != self.meta.dim:
-            raise EmbedkdError(
-                f"query encoder outputs {encoder.dim}-d vectors, the index holds {self.meta.dim}-d"
-            )
-        with self._encoder_lock:
-            old, self.encoder = self.encoder, encoder
-            self.encoder_generation += 1
-        return old
-
-    def embed_teacher_queries(self, texts: Sequence[str], *, cached: bool = True) -> np.ndarray:
-        """Teacher vectors of ``texts`` as queries (the alignment monitor's), through the cache if ``cached``."""
-        if self.teacher is None:
-            raise ReadOnlyError("no teacher is configured; start the service with --teacher")
-        if not cached:
-            return self.teacher.encode(list(texts), "query", batch_size=self.options.teacher_batch_size)
-        with self._write_lock:  # the cache is not thread-safe
-            return self._teacher_cache().encode(
-                self.teacher, list(texts), "query", batch_size=self.options.teacher_batch_size
-            )
-
-    def forget_teacher_queries(self, texts: Sequence[str]) -> int:
-        """Delete the cached teacher vectors of ``texts`` as queries; returns how many were cached."""
-        from embedkd.cache import text_key
-
-        if self.teacher is None or not texts:
-            return 0
-        prompt = self.teacher.prompt("query")
-        keys = [text_key(self.teacher.id, prompt, t) for t in texts]
-        with self._write_lock:
-            return self._teacher_cache().delete(keys)
-
     def check_filter(self, filters: dict | None) -> None:
         if filters:
             unknown = sorted(set(filters) - self.store.fields)
@@ -321,12 +255,6 @@ class SearchService:
                 raise UnknownFieldError(
                     f"unknown filter field(s) {', '.join(unknown)}; known fields: {known}"
                 )
-
-    def search(
-        self, vectors: np.ndarray, k: int, filters: dict | None = None, include_text: bool = False
-    ) -> list[list[Hit]]:
-        """Top-``k`` documents per query vector, optionally filtered on metadata equality."""
-        return self.search_detailed(vectors, k, filters, include_text).hits
 
     def search_detailed(
         self, vectors: np.ndarray, k: int, filters: dict | None = None, include_text: bool = False
@@ -362,17 +290,12 @@ class SearchService:
 
     def stats(self) -> dict:
         return {
+            "store": self.store_kind.value,
             "documents": self.store.count(),
             "vectors": self.index.ntotal + (self.delta.ntotal if self.delta is not None else 0),
             "index_type": self.meta.index_type,
             "shards": self.meta.shards,
-            "dim": self.meta.dim,
-            "normalize": self.meta.normalize,
-            "teacher": self.meta.teacher_id,
-            "teacher_loaded": self.teacher is not None,
-            "student": self.encoder.name,
-            "student_max_seq_length": self.encoder.max_seq_length,
-            "read_only": self.read_only,
+            **self.model_stats(),
             "mmap": self.options.mmap,
             "snapshot": self.snapshot_name,
             "applied_seq": self.applied_seq,

@@ -54,6 +54,10 @@ class ServiceOptions:
         verify: check the snapshot, the write-ahead log and the document store against each other
             at start-up (:mod:`serve.verify`); off only for tests of what it prevents.
         snapshot_retry_seconds: after a failed snapshot (a full disk), wait this long before the next try.
+        store: ``faiss`` or ``milvus``: the store the index directory must record (None: whichever it
+            records; see :func:`serve.service.open_search_service`).
+        uri: a Milvus index's URI to use instead of the recorded one (a server reached under another
+            name, a moved Milvus Lite file).
     """
 
     read_only: bool = False
@@ -69,6 +73,8 @@ class ServiceOptions:
     max_candidates: int = 10_000
     verify: bool = True
     snapshot_retry_seconds: float = 30.0
+    store: str | None = None
+    uri: str | None = None
 
 
 def merge_hits(main: list, recent: list, k: int) -> list:

@@ -24,6 +24,10 @@ class ServeSettings(BaseSettings):
         index_dir: index directory built by ``embedkd index`` [EMBEDKD_INDEX_DIR].
         student: query encoder (SentenceTransformer dir or id) [EMBEDKD_STUDENT].
         teacher: document teacher; unset = read-only service [EMBEDKD_TEACHER].
+        store: ``faiss`` or ``milvus``: the store the index directory must record (unset: whichever it
+            records) [EMBEDKD_STORE].
+        uri: Milvus URI replacing the one the index records (a server under another name, a moved
+            Milvus Lite file) [EMBEDKD_URI].
         api_key: bearer key required for writes (and reads with ``protect_reads``) [EMBEDKD_API_KEY].
         api_key_file: file holding the key (first line); an alternative to ``api_key`` that no
             process listing shows [EMBEDKD_API_KEY_FILE].
@@ -42,7 +46,14 @@ class ServeSettings(BaseSettings):
         max_body_bytes: largest request body, checked before it is read.
         batch_max_size / batch_max_wait_ms: query micro-batching (one forward pass per batch).
         snapshot_every: writes between index snapshots.
+        snapshot_retry_seconds: after a failed snapshot (a full disk) the next try waits this long; the
+            writes stay acknowledged in the write-ahead log meanwhile [EMBEDKD_SNAPSHOT_RETRY_SECONDS].
         overfetch: hits fetched per wanted hit when filtering.
+        max_candidates: most hits one query examines when a filter rejects many; a query still short
+            of ``k`` then answers with what it found, flagged ``partial`` [EMBEDKD_MAX_CANDIDATES].
+        verify: check the snapshot, the write-ahead log and the document store against each other at
+            start-up (off: ``--no-verify``, for stores too large to cross-check at every start; the
+            snapshot checksums and SQLite's quick_check still run) [EMBEDKD_VERIFY].
         cache_dir: teacher cache root [EMBEDKD_CACHE_DIR].
         device: torch device for both models.
         backend: runtime of the query encoder: ``torch``, ``onnx`` or ``openvino`` (a student that is
@@ -71,6 +82,8 @@ class ServeSettings(BaseSettings):
     index_dir: Path
     student: str
     teacher: str | None = None
+    store: Literal["faiss", "milvus"] | None = None
+    uri: str | None = None
     api_key: SecretStr | None = None
     api_key_file: FilePath | None = None
     protect_reads: bool = False
@@ -90,7 +103,10 @@ class ServeSettings(BaseSettings):
     batch_max_size: int = Field(64, ge=1, le=1024)
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=5.0)
     snapshot_every: int = Field(1000, ge=0)
+    snapshot_retry_seconds: float = Field(30.0, ge=0)
     overfetch: int = Field(4, ge=1, le=64)
+    max_candidates: int = Field(10_000, ge=1)
+    verify: bool = True
     cache_dir: str | None = None
     device: str | None = None
     backend: Literal["torch", "onnx", "openvino"] = "torch"
