@@ -7,10 +7,18 @@ QPS and p50/p95/p99 latency as the client sees it. It also measures, in-process 
 server runs, the bare single-query cost: one ``encode`` of one query plus one index search (median),
 which is what the service's concurrency-1 latency is compared with.
 
+``--backend`` and ``--quantize`` choose the query encoder's runtime for both the servers and the bare
+baseline, through the loader the service itself uses (:func:`serve.encoders.load_query_encoder`), so
+both time the same graph; ``--no-teacher`` skips the teacher's rows (its ratio is then null).
+
 Example (the SciFact index from ``embedkd index``, mpnet documents at 256 tokens)::
 
     nice -n 5 python bench/serve_load.py --index-dir runs/idx-scifact \\
         --student runs/leaf-minilm --teacher sentence-transformers/all-mpnet-base-v2
+
+    # the fast query path only: the student's ONNX int8 graph, no teacher rows
+    python bench/serve_load.py --index-dir runs/idx-scifact-minilm \\
+        --student sentence-transformers/all-MiniLM-L6-v2 --backend onnx --quantize int8 --no-teacher
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from pathlib import Path
 
 from paths import REPO, command_line, data_dir, rel
 
+from embedkd.backends import BACKENDS
+
 logger = logging.getLogger("bench.serve_load")
 LEVELS = (1, 8, 32)
 
@@ -38,7 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--index-dir", required=True, help="index directory built by `embedkd index`")
     p.add_argument("--student", required=True, help="student query encoder (SentenceTransformer dir or id)")
-    p.add_argument("--teacher", required=True, help="the teacher, served as query encoder for comparison")
+    p.add_argument("--teacher", help="the teacher, served as query encoder for comparison")
+    p.add_argument("--no-teacher", action="store_true", help="skip the teacher's rows (no --teacher)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="query encoder runtime (torch)")
+    p.add_argument("--quantize", choices=("int8",), help="int8: the query encoder's int8 graph")
     p.add_argument("--queries", default=str(data_dir() / "beir-scifact"), help="BEIR folder")
     p.add_argument("--requests", type=int, default=96, help="requests per concurrency level (default 96)")
     p.add_argument("--bare-queries", type=int, default=60, help="queries timed in-process (default 60)")
@@ -48,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default=str(REPO / "bench/results/serve_load.json"))
     p.add_argument("--server-log", default="runs/serve_load.server.log", help="servers' output")
     args = p.parse_args(argv)
+    if bool(args.teacher) == args.no_teacher:
+        p.error(
+            f"pass either --teacher or --no-teacher (got --teacher {args.teacher!r}, --no-teacher "
+            f"{args.no_teacher})"
+        )
     args.argv = argv  # recorded in the result's command
     return args
 
@@ -66,24 +84,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def bare_timing(index_dir: str, model: str, queries: list[str], k: int, threads: int | None) -> dict:
-    """Median in-process cost of encoding one query and searching the index with it."""
+def bare_timing(index_dir: str, model: str, queries: list[str], args) -> dict:
+    """Median in-process cost of encoding one query and searching the index with it.
+
+    The encoder comes from the service's own loader with the run's backend, quantization and threads.
+    """
     from serve.app import set_threads
     from serve.encoders import load_query_encoder
 
+    k, threads = args.k, args.threads
     if threads:
         set_threads(threads)
     from serve.snapshot import read_meta, read_snapshot
 
     meta = read_meta(index_dir)
     index = read_snapshot(index_dir, meta).index
-    encoder = load_query_encoder(model, meta)
+    encoder = load_query_encoder(model, meta, backend=args.backend, quantize=args.quantize, threads=threads)
     for q in queries[:5]:  # warm-up
-        index.search(encoder.encode([q]), k)
+        index.search(encoder.encode([q], "query"), k)
     enc, srch, total = [], [], []
     for q in queries:
         t0 = time.perf_counter()
-        vec, _ = encoder.encode([q]), encoder.truncated([q])  # what the service does per query
+        vec, _ = encoder.encode([q], "query"), encoder.truncated([q])  # what the service does per query
         t1 = time.perf_counter()
         index.search(vec, k)
         t2 = time.perf_counter()
@@ -96,6 +118,7 @@ def bare_timing(index_dir: str, model: str, queries: list[str], k: int, threads:
         "search_ms": ms(srch),
         "encode_plus_search_ms": ms(total),
         "n": len(queries),
+        "encoder": getattr(encoder, "id", None),  # e.g. onnx-int8:...: which graph was timed
     }
 
 
@@ -106,15 +129,24 @@ def free_port() -> int:
 
 
 def start_server(
-    index_dir: str, encoder: str, log: Path, threads: int | None, extra: list[str] | None = None
+    index_dir: str,
+    encoder: str,
+    log: Path,
+    threads: int | None,
+    extra: list[str] | None = None,
+    runtime: list[str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """A real ``embedkd serve`` on a free port (read-only unless ``extra`` says otherwise), once healthy."""
+    """A real ``embedkd serve`` on a free port (read-only unless ``extra`` says otherwise), once healthy.
+
+    ``runtime``: the query encoder's ``--backend`` / ``--quantize`` arguments (:func:`runtime_args`).
+    """
     import httpx
 
     port = free_port()
     cmd = [sys.executable, "-m", "embedkd", "-q", "serve", "--index-dir", index_dir, "--student", encoder]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--threads", str(threads)] if threads else []
+    cmd += runtime or []
     cmd += ["--read-only"] if extra is None else extra
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -161,10 +193,15 @@ async def load_level(url: str, queries: list[str], concurrency: int, total: int,
     }
 
 
+def runtime_args(args) -> list[str]:
+    """The ``embedkd serve`` arguments that pick the query encoder's runtime, as this run's."""
+    return ["--backend", args.backend] + (["--quantize", args.quantize] if args.quantize else [])
+
+
 def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Path) -> dict:
     import httpx
 
-    proc, url = start_server(index_dir, encoder, log, args.threads)
+    proc, url = start_server(index_dir, encoder, log, args.threads, runtime=runtime_args(args))
     try:
         for q in queries[:8]:  # warm-up
             httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=300).raise_for_status()
@@ -190,21 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     meta = read_meta(args.index_dir)
     queries = load_queries(Path(args.queries))
     load_start = os.getloadavg()
+    encoders = {"student": args.student} | ({} if args.no_teacher else {"teacher": args.teacher})
     bare = {
-        "student": bare_timing(
-            args.index_dir, args.student, queries[: args.bare_queries], args.k, args.threads
-        ),
-        "teacher": bare_timing(
-            args.index_dir, args.teacher, queries[: args.bare_queries], args.k, args.threads
-        ),
+        role: bare_timing(args.index_dir, model, queries[: args.bare_queries], args)
+        for role, model in encoders.items()
     }
     logger.info("bare: %s", bare)
     log = Path(args.server_log)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     served = {
-        "student": run_service(args.index_dir, args.student, queries, args, log),
-        "teacher": run_service(args.index_dir, args.teacher, queries, args, log),
+        role: run_service(args.index_dir, model, queries, args, log) for role, model in encoders.items()
     }
     result = summarize(args, meta, bare, served, load_start, len(queries))
     out = Path(args.output)
@@ -216,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) -> dict:
-    s, t = served["student"], served["teacher"]
+    """The result record; with ``--no-teacher`` every teacher key (and its ratio) is null."""
+    s, t = served["student"], served.get("teacher")
     result = {
         "command": command_line("serve_load.py", args.argv),
         "note": args.note,
@@ -228,22 +262,25 @@ def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) 
         },
         "student": rel(args.student),
         "teacher": rel(args.teacher),
+        "backend": args.backend,
+        "quantize": args.quantize,
+        "student_encoder": bare["student"]["encoder"],
         "queries": f"SciFact test queries ({n_queries}), k={args.k}, {args.requests} requests per level",
         "threads": args.threads or "default (all cores)",
         "bare_encode_plus_search_ms": bare["student"]["encode_plus_search_ms"],
         "bare_encode_ms": bare["student"]["encode_ms"],
         "bare_search_ms": bare["student"]["search_ms"],
-        "teacher_bare_encode_plus_search_ms": bare["teacher"]["encode_plus_search_ms"],
+        "teacher_bare_encode_plus_search_ms": bare["teacher"]["encode_plus_search_ms"] if t else None,
     }
-    for prefix, runs in (("", s), ("teacher_", t)):
+    for prefix, runs in (("", s), ("teacher_", t or {c: {} for c in LEVELS})):
         for c, r in runs.items():
             for key in ("qps", "p50_ms", "p95_ms", "p99_ms"):
-                result[f"{prefix}c{c}_{key}"] = r[key]
+                result[f"{prefix}c{c}_{key}"] = r.get(key)
     result["c1_p50_over_bare"] = round(result["c1_p50_ms"] / result["bare_encode_plus_search_ms"], 3)
-    result["c32_qps_over_teacher"] = round(result["c32_qps"] / result["teacher_c32_qps"], 3)
+    result["c32_qps_over_teacher"] = round(result["c32_qps"] / result["teacher_c32_qps"], 3) if t else None
     result["targets_met"] = {
         "c1_p50_le_1.3x_bare": result["c1_p50_over_bare"] <= 1.3,
-        "c32_qps_ge_3x_teacher": result["c32_qps_over_teacher"] >= 3.0,
+        "c32_qps_ge_3x_teacher": result["c32_qps_over_teacher"] >= 3.0 if t else None,
     }
     result["machine"] = {
         "cpus": os.cpu_count(),
@@ -263,16 +300,24 @@ def markdown(r: dict) -> str:
         ("student", "", r["bare_encode_plus_search_ms"]),
         ("teacher", "teacher_", r["teacher_bare_encode_plus_search_ms"]),
     ):
+        if bare is None:  # --no-teacher
+            continue
         rows.append(
             f"| {name}: `{r[name]}` | {bare} | {r[p + 'c1_p50_ms']} / {r[p + 'c1_p95_ms']} / {r[p + 'c1_p99_ms']} "
             f"| {r[p + 'c1_qps']} | {r[p + 'c8_qps']} | {r[p + 'c32_qps']} | {r[p + 'c32_p50_ms']} / {r[p + 'c32_p99_ms']} |"
         )
     rows.append("")
+    ratio = r["c32_qps_over_teacher"]
+    teacher = f"c32 QPS student / teacher = {ratio} (target >= 3)" if ratio is not None else "no teacher rows"
     rows.append(
-        f"c1 p50 / bare = {r['c1_p50_over_bare']} (target <= 1.3); c32 QPS student / teacher = "
-        f"{r['c32_qps_over_teacher']} (target >= 3). {r['queries']}. Index: {r['index']['teacher']} "
-        f"({r['index']['type']}, {r['index']['dim']}-d). Load average {r['machine']['loadavg_1m_start']} -> "
-        f"{r['machine']['loadavg_1m_end']} on {r['machine']['cpus']} CPUs. {r['note']}"
+        f"Query encoder runtime: backend {r['backend']}, quantize {r['quantize'] or 'none'} "
+        f"(student encoder `{r['student_encoder']}`); threads: {r['threads']}."
+    )
+    rows.append(
+        f"c1 p50 / bare = {r['c1_p50_over_bare']} (target <= 1.3); {teacher}. {r['queries']}. "
+        f"Index: {r['index']['teacher']} ({r['index']['type']}, {r['index']['dim']}-d). Load average "
+        f"{r['machine']['loadavg_1m_start']} -> {r['machine']['loadavg_1m_end']} on {r['machine']['cpus']} "
+        f"CPUs. {r['note']}"
     )
     rows.append(f"\nCommand: `{r['command']}`\n")
     return "\n".join(rows)
