@@ -32,9 +32,9 @@ def load_student(name: str, *, max_seq_length: int | None = None, device: str | 
     """Load a SentenceTransformer (a plain HF encoder gets mean pooling)."""
     from sentence_transformers import SentenceTransformer
 
-    from embedkd.hub import resolve_model
+    from embedkd.encoders import resolve_model_checked
 
-    model = SentenceTransformer(resolve_model(name), device=device)
+    model = SentenceTransformer(resolve_model_checked(name, "student model"), device=device)
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model

@@ -58,13 +58,15 @@ class SentenceTransformerTeacher:
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from embedkd.hub import resolve_model
+        from embedkd.encoders import resolve_model_checked
 
         if isinstance(model, SentenceTransformer):
             self.model, self.name = model, name or _loaded_model_name(model)
         else:
             self.name = name or _canonical_name(str(model))
-            self.model = SentenceTransformer(resolve_model(str(model)), device=device)
+            self.model = SentenceTransformer(
+                resolve_model_checked(str(model), "teacher model"), device=device
+            )
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
         self.normalize = normalize

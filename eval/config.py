@@ -164,3 +164,7 @@ class EvalConfig:
             )
         if not self.split or not self.split.strip():
             raise ConfigError("--split must not be empty")
+        from embedkd.encoders import check_model_arg
+
+        for name in ("model", "teacher", "control"):  # a bad local folder fails before any task loads
+            check_model_arg(getattr(self, name), f"--{name}")

@@ -124,6 +124,9 @@ def load_student_encoder(
 
     if isinstance(model, str) and backend != "torch":
         from embedkd.backends import load_query_encoder
+        from embedkd.encoders import resolve_model_checked
+
+        resolve_model_checked(model, "student model")  # a bad folder: one clear error before any export
 
         return MemoEncoder(
             load_query_encoder(
@@ -131,9 +134,9 @@ def load_student_encoder(
             )
         )
     if isinstance(model, str):
-        from embedkd.hub import resolve_model
+        from embedkd.encoders import resolve_model_checked
 
-        st = SentenceTransformer(resolve_model(model))
+        st = SentenceTransformer(resolve_model_checked(model, "student model"))
         name = _model_name(model)
     elif isinstance(model, SentenceTransformer):
         st, name = model, str(getattr(model.model_card_data, "base_model", None) or "student")

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,39 +64,54 @@ def _open(path: Path) -> io.TextIOBase:
     return path.open(encoding="utf-8")
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``path``'s lines numbered from 1; a file that is not (gzipped) UTF-8 text is one clear error."""
+    try:
+        with _open(path) as f:
+            yield from enumerate(f, 1)
+    except UnicodeDecodeError as exc:
+        raise EmbedkdError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected a text file"
+        ) from None
+    except (OSError, EOFError) as exc:  # a bad or truncated .gz, a folder where a file belongs
+        raise EmbedkdError(f"{path} cannot be read ({exc})") from None
+
+
 def _find(folder: Path, *names: str) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with _open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise EmbedkdError(f"{path}:{n} is not valid JSON ({exc})") from None
-            if "_id" not in rows[-1]:
-                raise EmbedkdError(f"{path}:{n} has no '_id' field")
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        rows.append(_json_line(path, n, line))
+        if not isinstance(rows[-1], dict) or "_id" not in rows[-1]:
+            raise EmbedkdError(f"{path}:{n} has no '_id' field")
     return rows
+
+
+def _json_line(path: Path, n: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise EmbedkdError(f"{path}:{n} is not valid JSON ({exc})") from None
 
 
 def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if not line.strip() or (n == 1 and parts[0] == "query-id"):
-                continue
-            if len(parts) < 3:
-                raise EmbedkdError(f"{path}:{n} needs 3 tab-separated columns (query-id, corpus-id, score)")
-            try:
-                score = int(float(parts[2]))
-            except ValueError:
-                raise EmbedkdError(f"{path}:{n} has a non-numeric score {parts[2]!r}") from None
-            qrels.setdefault(parts[0], {})[parts[1]] = score
+    for n, line in _lines(path):
+        parts = line.rstrip("\n").split("\t")
+        if not line.strip() or (n == 1 and parts[0] == "query-id"):
+            continue
+        if len(parts) < 3:
+            raise EmbedkdError(f"{path}:{n} needs 3 tab-separated columns (query-id, corpus-id, score)")
+        try:
+            score = int(float(parts[2]))
+        except ValueError:
+            raise EmbedkdError(f"{path}:{n} has a non-numeric score {parts[2]!r}") from None
+        qrels.setdefault(parts[0], {})[parts[1]] = score
     return qrels
 
 
@@ -109,7 +125,11 @@ def read_beir(folder: str | Path, split: str = "test") -> dict[str, Any]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise EmbedkdError(f"BEIR folder {folder} does not exist")
+        state = "is a file" if folder.exists() else "does not exist"
+        raise EmbedkdError(
+            f"BEIR folder {folder} {state}; expected a folder holding corpus.jsonl, queries.jsonl and "
+            f"qrels/{split}.tsv"
+        )
     corpus_path = _find(folder, "corpus.jsonl", "corpus.jsonl.gz")
     queries_path = _find(folder, "queries.jsonl", "queries.jsonl.gz")
     qrels_path = folder / "qrels" / f"{split}.tsv"
@@ -176,13 +196,13 @@ def read_sts(path: str | Path, split: str = "test") -> tuple[list[str], list[str
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
-    with _open(file) as f:
-        if file.name.endswith((".jsonl", ".jsonl.gz")):
-            rows = [json.loads(line) for line in f if line.strip()]
-        else:
-            lines = [line.rstrip("\n").split("\t") for line in f if line.strip()]
-            header = lines[0] if lines and {"sentence1", "sentence2", "score"} <= set(lines[0]) else None
-            rows = [dict(zip(header, p)) for p in lines[1:]] if header else lines
+    numbered = [(n, line) for n, line in _lines(file) if line.strip()]
+    if file.name.endswith((".jsonl", ".jsonl.gz")):
+        rows = [_json_line(file, n, line) for n, line in numbered]
+    else:
+        lines = [line.rstrip("\n").split("\t") for _, line in numbered]
+        header = lines[0] if lines and {"sentence1", "sentence2", "score"} <= set(lines[0]) else None
+        rows = [dict(zip(header, p)) for p in lines[1:]] if header else lines
     for n, row in enumerate(rows, 1):
         try:
             if isinstance(row, dict):
@@ -190,7 +210,7 @@ def read_sts(path: str | Path, split: str = "test") -> tuple[list[str], list[str
             else:
                 score, a, b = row[4], row[5], row[6]
             scores.append(float(score))
-        except (KeyError, IndexError, ValueError):
+        except (KeyError, IndexError, ValueError, TypeError):
             raise EmbedkdError(
                 f"{file}: pair {n} is malformed; expected STS-B columns (genre, file, year, id, score, "
                 "sentence1, sentence2) or fields sentence1, sentence2, score"

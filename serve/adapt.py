@@ -127,8 +127,16 @@ def adapt(config: AdaptConfig) -> dict:
         EmbedkdError: the adapted student did not beat the original on the held-out texts (nothing is
             written to ``config.output``), or the index has no documents.
     """
+    from embedkd.encoders import check_model_arg
+    from serve.store_config import StoreKind, read_store_config
+
     started = time.time()
     index_dir = Path(config.index_dir)
+    check_model_arg(config.student, "--student")
+    if read_store_config(index_dir).kind is not StoreKind.FAISS:
+        raise EmbedkdError(
+            f"embedkd adapt reads the documents of a FAISS index folder; {index_dir} is Milvus-backed"
+        )
     teacher, cache, meta = _teacher(config, index_dir)
     docs = _documents(index_dir)
     if not docs:

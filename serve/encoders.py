@@ -91,9 +91,9 @@ def load_query_encoder(
     """
     from sentence_transformers import SentenceTransformer
 
-    from embedkd.hub import resolve_model
+    from embedkd.encoders import resolve_model_checked
 
-    folder = resolve_model(spec)
+    folder = resolve_model_checked(spec, "--student")
     check_student_teacher(folder, meta, spec)
     if backend != "torch" or quantize:
         from embedkd.backends import load_query_encoder as load_fast

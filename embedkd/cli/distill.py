@@ -7,6 +7,11 @@ import sys
 
 HELP = "distil a teacher into a small student (--method leaf|dse|dclip|ontology)"
 
+# The options of each method that name a model folder when given as a local path: checked before
+# the run starts, so a bad folder fails at once. dclip's --teacher may also be a saved DCLIP teacher
+# folder and ontology's is not a model, so their loaders check those.
+MODEL_OPTIONS = {"leaf": ("teacher", "student"), "dse": ("teacher", "student")}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from embedkd.methods import METHODS, get_method
@@ -37,9 +42,13 @@ def _method_in_argv(argv: list[str]) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from embedkd.cli.options import config_from_args
+    from embedkd.encoders import check_model_arg
     from embedkd.methods import get_method
 
     module = get_method(args.method)
-    output = module.run(config_from_args(module.CONFIG, args))
+    config = config_from_args(module.CONFIG, args)
+    for name in MODEL_OPTIONS.get(args.method, ("student",)):
+        check_model_arg(getattr(config, name), f"--{name}")
+    output = module.run(config)
     print(output)
     return 0

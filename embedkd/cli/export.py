@@ -23,9 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from embedkd.cli.options import config_from_args
+    from embedkd.encoders import check_model_arg
     from embedkd.export import ExportConfig, run_export
 
-    report = run_export(config_from_args(ExportConfig, args))
+    config = config_from_args(ExportConfig, args)
+    check_model_arg(config.model, "model")
+    check_model_arg(config.teacher, "--teacher")
+    report = run_export(config)
     info = report.info
     summary = {
         "output": str(report.output),

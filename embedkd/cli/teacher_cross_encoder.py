@@ -20,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from embedkd.cli.options import config_from_args
+    from embedkd.encoders import check_model_arg
     from embedkd.methods.dse.teacher_training import CrossEncoderTrainConfig, train_teacher
 
-    print(train_teacher(config_from_args(CrossEncoderTrainConfig, args)))
+    config = config_from_args(CrossEncoderTrainConfig, args)
+    check_model_arg(config.init, "--init")
+    print(train_teacher(config))
     return 0
