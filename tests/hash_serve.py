@@ -56,6 +56,17 @@ def unmount(mnt: Path) -> None:
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def fill_disk(folder: Path) -> None:
+    """Write zeros into ``folder/filler`` until its filesystem is full (ENOSPC)."""
+    with (folder / "filler").open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == 28
+
+
 def _main(argv: list[str]) -> int:
     from serve_helpers import HashEncoder, HashTeacher
 

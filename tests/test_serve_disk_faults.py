@@ -15,6 +15,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from hash_serve import fill_disk, mount_tmpfs, unmount
 from serve_helpers import HashEncoder, HashTeacher
 from state_helpers import (
     assert_writes_kept,
@@ -114,29 +115,9 @@ def test_read_only_folder_is_one_clear_error(index_dir):
 def tmpfs(tmp_path):
     """A real 4 MiB filesystem (tmpfs) at ``tmp_path/fs``; skipped where mounting is not permitted."""
     mnt = tmp_path / "fs"
-    mnt.mkdir()
-    try:
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        pytest.skip("no mount command here: cannot make a small real filesystem")
-    if proc.returncode != 0:
-        pytest.skip(
-            f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not permitted'}); needs CAP_SYS_ADMIN"
-        )
+    mount_tmpfs(mnt, "size=4m")
     yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(folder) -> None:
-    with (folder / "filler").open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == 28
+    unmount(mnt)
 
 
 def test_real_full_disk_refuses_writes_keeps_acknowledged_ones_and_recovers(index_dir, tmpfs):
@@ -146,7 +127,7 @@ def test_real_full_disk_refuses_writes_keeps_acknowledged_ones_and_recovers(inde
     cache = str(index_dir.parent / "cache")  # the teacher cache is on another disk
     opts = {"cache_dir": cache, "snapshot_every": 1, "snapshot_retry_seconds": 0}
     svc = SearchService.open(idx, HashEncoder(), HashTeacher(), ServiceOptions(**opts))
-    _fill(tmpfs)
+    fill_disk(tmpfs)
     with pytest.raises(StorageFullError, match="disk is full"):
         svc.upsert([Document("big", "y " * 400_000)])
     assert svc.store.get("big") is None and svc.applied_seq == 0

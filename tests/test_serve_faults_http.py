@@ -15,7 +15,7 @@ import sqlite3
 
 import httpx
 import pytest
-from hash_serve import HashServer, mount_tmpfs, unmount
+from hash_serve import HashServer, fill_disk, mount_tmpfs, unmount
 from state_helpers import build_hash_index
 
 pytestmark = pytest.mark.e2e  # server subprocesses
@@ -131,21 +131,11 @@ def small_fs(tmp_path):
     unmount(tmp_path / "fs")
 
 
-def _fill(folder) -> None:
-    with (folder / "filler").open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == 28
-
-
 def test_write_on_a_full_disk_answers_507_and_stores_nothing(tmp_path, small_fs, running):
     idx = _copy_to(tmp_path, small_fs)
     _, client = running(idx, "--max-teacher-tokens", "1000000")
     docs = [(f"big{i}", f"{i} " + "y " * 75_000) for i in range(4)]  # 600 KB: more than the WAL file holds
-    _fill(small_fs)
+    fill_disk(small_fs)
     _assert_error(_upsert(client, *docs), 507, "disk_full", "the disk is full")
     assert all(client.get(f"/documents/{i}").status_code == 404 for i, _ in docs)
     stats = client.get("/stats").json()
