@@ -46,7 +46,12 @@ class AdaptConfig:
     lr: float = option(1e-4, "peak learning rate")
     batch_size: int = option(32, "batch size")
     max_seq_length: int = option(64, "student max sequence length (queries are short)")
-    kl_weight: float = option(0.0, "weight of the ranking term (see embedkd distill --kl-weight)")
+    kl_weight: float = option(
+        0.0,
+        "weight of a ranking term: KL between teacher and student softmax over the index's documents "
+        "(their teacher vectors)",
+    )
+    cosine_weight: float = option(0.0, "weight of a 1 - cosine term beside the squared L2")
     teacher: str | None = option(None, "the index's teacher, if it must be loaded from elsewhere")
     cache_dir: str | None = option(None, "teacher cache root (default ~/.cache/embedkd/teacher)")
     seed: int = option(42, "seed of the sampling and the split")
@@ -58,8 +63,11 @@ class AdaptConfig:
         for name in ("pseudo_queries", "heldout", "batch_size", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0 or not 0 < self.lr < 1 or self.kl_weight < 0:
-            raise ConfigError(f"bad --epochs {self.epochs}, --lr {self.lr} or --kl-weight {self.kl_weight}")
+        if self.epochs <= 0 or not 0 < self.lr < 1 or self.kl_weight < 0 or self.cosine_weight < 0:
+            raise ConfigError(
+                f"bad --epochs {self.epochs}, --lr {self.lr}, --kl-weight {self.kl_weight} or "
+                f"--cosine-weight {self.cosine_weight}"
+            )
         if Path(self.output).resolve() == Path(self.student).resolve():
             raise ConfigError(
                 "--output must differ from --student: the student is kept until the new one wins"
@@ -154,7 +162,7 @@ def adapt(config: AdaptConfig) -> dict:
     targets = cache.encode(teacher, heldout, "query")
     before = _measure(config.student, heldout, targets, bank, config.max_seq_length)
     work = Path(config.output + ".work")
-    adapted = _train(config, meta, train, work)
+    adapted = _train(config, meta, train, work, bank)
     after = _measure(str(adapted), heldout, targets, bank, config.max_seq_length)
     report = {
         "index_dir": str(index_dir), "student": config.student, "documents": len(docs),
@@ -182,13 +190,21 @@ def _teacher(config: AdaptConfig, index_dir: Path):
     return teacher, TeacherCache.for_teacher(teacher, config.cache_dir), meta
 
 
-def _train(config: AdaptConfig, meta, texts: list[str], work: Path) -> Path:
-    """Continue the student's LEAF training on ``texts``; returns the trained directory."""
+def _train(config: AdaptConfig, meta, texts: list[str], work: Path, bank: np.ndarray) -> Path:
+    """Continue the student's LEAF training on ``texts``; returns the trained directory.
+
+    The ranking term (``kl_weight``/``cosine_weight``) scores against the index's documents.
+    """
     import embedkd
 
     work.mkdir(parents=True, exist_ok=True)
     data = work / "adapt_texts.txt"
     data.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+    ranking = {}
+    if config.kl_weight or config.cosine_weight:
+        np.save(work / "document_bank.npy", np.asarray(bank, dtype=np.float32))
+        ranking = {"kl_weight": config.kl_weight, "cosine_weight": config.cosine_weight,
+                   "bank_file": str(work / "document_bank.npy")}  # fmt: skip
     return embedkd.distill(
         teacher=config.teacher or meta.teacher_name,
         student=config.student,
@@ -200,7 +216,7 @@ def _train(config: AdaptConfig, meta, texts: list[str], work: Path) -> Path:
         epochs=config.epochs,
         lr=config.lr,
         batch_size=config.batch_size,
-        kl_weight=config.kl_weight,
+        **ranking,
         heldout=min(200, max(1, len(texts) // 20)),
         cache_dir=config.cache_dir,
         seed=config.seed,

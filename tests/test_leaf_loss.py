@@ -103,3 +103,36 @@ def test_ranking_recipe_trains_and_reports_the_overlap(tiny_st_factory, tmp_path
 def test_ranking_terms_and_matryoshka_do_not_mix(tmp_path):
     with pytest.raises(embedkd.EmbedkdError, match="matryoshka"):
         embedkd.distill(output=str(tmp_path), kl_weight=1.0, matryoshka_dims=[128])
+
+
+def test_bank_file_replaces_the_training_text_bank(tiny_st_factory, tmp_path, monkeypatch):
+    import embedkd.methods.leaf.loss as loss_module
+
+    seen = []
+    original = loss_module.RankDistillLoss.__init__
+
+    def spy(self, model, bank, **kwargs):
+        seen.append(np.asarray(bank))
+        original(self, model, bank, **kwargs)
+
+    monkeypatch.setattr(loss_module.RankDistillLoss, "__init__", spy)
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(f"text {i} about subject {i % 11}" for i in range(120)) + "\n")
+    bank = np.random.default_rng(0).normal(size=(37, 48)).astype(np.float32)
+    np.save(tmp_path / "bank.npy", bank)
+    teacher = tiny_st_factory(hidden=48, layers=2, seed=1)
+    common = dict(teacher=teacher, student="teacher", student_num_layers=1, data=data, kl_weight=1.0,
+                  heldout=20, batch_size=16, max_steps=2, cache_dir=tmp_path / "cache")  # fmt: skip
+    embedkd.distill(output=tmp_path / "out", bank_file=str(tmp_path / "bank.npy"), **common)
+    assert len(seen) == 1 and np.array_equal(seen[0], bank)
+    np.save(tmp_path / "wrong.npy", bank[:, :40])
+    with pytest.raises(embedkd.EmbedkdError, match=r"wrong.npy holds \(37, 40\).*\(n, 48\)"):
+        embedkd.distill(output=tmp_path / "out2", bank_file=str(tmp_path / "wrong.npy"), **common)
+
+
+def test_bank_file_needs_a_ranking_term_and_an_existing_file(tmp_path):
+    np.save(tmp_path / "bank.npy", np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(embedkd.EmbedkdError, match="--bank-file .*bank.npy is used by the ranking term"):
+        embedkd.distill(output=str(tmp_path / "o"), bank_file=str(tmp_path / "bank.npy"))
+    with pytest.raises(embedkd.EmbedkdError, match="--bank-file .*missing.npy does not exist"):
+        embedkd.distill(output=str(tmp_path / "o"), kl_weight=1.0, bank_file=str(tmp_path / "missing.npy"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import embedkd
@@ -63,6 +64,29 @@ def test_adapt_writes_a_student_that_agrees_more_with_the_teacher(index_and_stud
     assert not (tmp_path / "adapted.work").exists()
 
 
+def test_adapt_ranking_term_scores_against_the_index_documents(index_and_students, tmp_path, monkeypatch):
+    import embedkd.methods.leaf.loss as loss_module
+
+    seen = []
+    original = loss_module.RankDistillLoss.__init__
+
+    def spy(self, model, bank, **kwargs):
+        seen.append((np.asarray(bank).shape, kwargs))
+        original(self, model, bank, **kwargs)
+
+    monkeypatch.setattr(loss_module.RankDistillLoss, "__init__", spy)
+    root, student, cache = index_and_students
+    config = AdaptConfig(index_dir=str(root / "idx"), student=student, output=str(tmp_path / "adapted"),
+                         pseudo_queries=200, heldout=40, epochs=1, lr=1e-3, batch_size=16, kl_weight=1.0,
+                         cosine_weight=0.5, cache_dir=str(cache))  # fmt: skip
+    try:
+        adapt(config)
+    except EmbedkdError as exc:  # one epoch may not win; the bank is what this test checks
+        assert "did not beat" in str(exc)
+    (rows, _dim), kwargs = seen[0]
+    assert rows == 60 and kwargs == {"kl_weight": 1.0, "cosine_weight": 0.5}
+
+
 def test_adapt_trains_on_logged_queries_too(index_and_students, tmp_path, monkeypatch):
     import shutil
 
@@ -82,7 +106,7 @@ def test_adapt_trains_on_logged_queries_too(index_and_students, tmp_path, monkey
     log.close()
     seen = {}
 
-    def spy(config, meta, texts, work):
+    def spy(config, meta, texts, work, bank):
         seen["texts"] = texts
         raise EmbedkdError("stop after seeing the training texts")
 
@@ -103,7 +127,7 @@ def test_adapt_refuses_a_student_that_does_not_win(
 
     root, student, cache = index_and_students
     worse = tiny_st_factory(hidden=48, layers=1, seed=99)  # right dimension, not in the teacher's space
-    monkeypatch.setattr(module, "_train", lambda config, meta, texts, work: Path(worse))
+    monkeypatch.setattr(module, "_train", lambda config, meta, texts, work, bank: Path(worse))
     config = AdaptConfig(index_dir=str(root / "idx"), student=student, output=str(tmp_path / "adapted"),
                          pseudo_queries=200, heldout=40, cache_dir=str(cache))  # fmt: skip
     with pytest.raises(EmbedkdError, match="did not beat"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import ClassVar
 
 from embedkd.config import (
@@ -78,6 +79,11 @@ class LeafConfig(DistillConfig):
     )
     cosine_weight: float = option(0.0, "weight of a 1 - cosine term beside the squared L2")
     bank_size: int = option(4096, "cached teacher vectors of training texts the ranking term scores against")
+    bank_file: str | None = option(
+        None,
+        "a .npy of teacher vectors (e.g. an index's documents) the ranking term scores against, "
+        "instead of --bank-size training texts",
+    )
     teacher_max_seq_length: int | None = option(None, "teacher truncation in tokens")
     teacher_batch_size: int = option(32, "teacher encoding batch size")
     teacher_role: Role = option(Role.DOCUMENT, "prompt role the teacher embeds the training texts with")
@@ -142,6 +148,13 @@ class LeafConfig(DistillConfig):
                 "--matryoshka-dims trains the squared L2 only; drop --kl-weight/--cosine-weight"
             )
         check_positive(self, "bank_size")
+        if self.bank_file is not None:
+            if not (self.kl_weight or self.cosine_weight):
+                raise ConfigError(
+                    f"--bank-file {self.bank_file} is used by the ranking term: set --kl-weight"
+                )
+            if not Path(self.bank_file).is_file():
+                raise ConfigError(f"--bank-file {self.bank_file} does not exist")
         if self.ray_address and self.teacher_engine is not EngineKind.RAY:
             raise ConfigError(f"--ray-address {self.ray_address} needs --teacher-engine ray")
         if self.teacher_engine is EngineKind.RAY and self.black_box_teacher:

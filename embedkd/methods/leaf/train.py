@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkd.errors import EmbedkdError
+from embedkd.errors import ConfigError, EmbedkdError
 from embedkd.methods.leaf.config import LayerRule, LeafConfig
 
 logger = logging.getLogger(__name__)
@@ -135,15 +135,27 @@ def kept_layers(config: LeafConfig) -> tuple[int, ...] | None:
     return evenly_spaced_layers(total, config.student_num_layers)
 
 
+def _bank(config: LeafConfig, teacher_dim: int, data: LabelledTexts) -> np.ndarray:
+    """The ranking term's bank: ``--bank-file`` vectors, else ``--bank-size`` cached training vectors."""
+    if config.bank_file is None:
+        rng = np.random.default_rng(config.seed)
+        pick = rng.choice(len(data.fit_vectors), min(config.bank_size, len(data.fit_vectors)), replace=False)
+        return data.fit_vectors[np.sort(pick)]
+    bank = np.load(config.bank_file, allow_pickle=False)
+    if bank.ndim != 2 or bank.shape[1] != teacher_dim or not np.isfinite(bank).all():
+        raise ConfigError(
+            f"--bank-file {config.bank_file} holds {bank.shape} values; need finite (n, {teacher_dim}) teacher vectors"
+        )
+    return bank.astype(np.float32, copy=False)
+
+
 def _loss(config: LeafConfig, student, teacher_dim: int, data: LabelledTexts):
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MSELoss
 
     if config.kl_weight or config.cosine_weight:
         from embedkd.methods.leaf.loss import RankDistillLoss
 
-        rng = np.random.default_rng(config.seed)
-        pick = rng.choice(len(data.fit_vectors), min(config.bank_size, len(data.fit_vectors)), replace=False)
-        bank = data.fit_vectors[np.sort(pick)]
+        bank = _bank(config, teacher_dim, data)
         return RankDistillLoss(student, bank, kl_weight=config.kl_weight, cosine_weight=config.cosine_weight)
     loss = MSELoss(student)
     if config.matryoshka_dims:
