@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index-dir", default="runs/idx-scifact")
     p.add_argument("--students-dir", default="runs/alignment-students", help="where the adapted student goes")
     p.add_argument("--pseudo-queries", type=int, default=8000)
+    p.add_argument("--kl-weight", type=float, default=0.0, help="adapt's ranking term over the documents")
+    p.add_argument("--cosine-weight", type=float, default=0.0, help="adapt's 1 - cosine term")
     p.add_argument(
         "--overhead-sample", type=float, default=0.05, help="monitor share for the overhead figure"
     )
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(adapted, ignore_errors=True)
         started = time.perf_counter()
         subprocess.run(["embedkd", "adapt", "--index-dir", args.index_dir, "--student", args.student,
-                        "--output", str(adapted), "--pseudo-queries", str(args.pseudo_queries)], check=True, cwd=REPO)  # fmt: skip
+                        "--output", str(adapted), "--pseudo-queries", str(args.pseudo_queries),
+                        "--kl-weight", str(args.kl_weight), "--cosine-weight", str(args.cosine_weight)], check=True, cwd=REPO)  # fmt: skip
         adapt_seconds = round(time.perf_counter() - started, 1)
         swap = swap_under_load(url, "adapted", train)
         after = replay(url, train)

@@ -1,7 +1,9 @@
 """Serving load benchmark: the student as query encoder vs the teacher, through a real server.
 
 For each query encoder (student, then teacher) this script starts a real ``embedkd serve`` process on
-127.0.0.1 over the same index (read-only), and drives it with its own asyncio HTTP client at
+127.0.0.1 over the same index (read-only), and drives it with its own asyncio HTTP client
+(:mod:`load_client`, a keep-alive connection per concurrent client; ``--client httpx`` uses httpx's, as
+results before it did, which adds about 2 ms of client CPU per request) at
 concurrency 1, 8 and 32 (a fixed number of requests per level, SciFact test queries, ``k=10``):
 QPS and p50/p95/p99 latency as the client sees it. It also measures, in-process and before any
 server runs, the bare single-query cost: one ``encode`` of one query plus one index search (median),
@@ -36,12 +38,14 @@ import sys
 import time
 from pathlib import Path
 
+from load_client import JSONConnection
 from paths import REPO, command_line, data_dir, rel
 
 from embedkd.backends import BACKENDS
 
 logger = logging.getLogger("bench.serve_load")
 LEVELS = (1, 8, 32)
+CLIENTS = ("asyncio", "httpx")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bare-queries", type=int, default=60, help="queries timed in-process (default 60)")
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of encoder and search (both runs)")
+    p.add_argument(
+        "--client",
+        default="asyncio",
+        choices=CLIENTS,
+        help="load client: asyncio (one light keep-alive connection per client; default) or httpx "
+        "(AsyncClient, as in results before it was replaced: ~2 ms more CPU per request)",
+    )
     p.add_argument("--note", default="", help="free text recorded with the results (e.g. which student)")
     p.add_argument("--output", default=str(REPO / "bench/results/serve_load.json"))
     p.add_argument("--server-log", default="runs/serve_load.server.log", help="servers' output")
@@ -164,25 +175,47 @@ def start_server(
     raise RuntimeError(f"server not ready; see {log}")
 
 
-async def load_level(url: str, queries: list[str], concurrency: int, total: int, k: int) -> dict:
-    """``total`` requests from ``concurrency`` clients that each send the next one as soon as one returns."""
-    import httpx
+async def load_level(
+    url: str, queries: list[str], concurrency: int, total: int, k: int, client: str = "asyncio"
+) -> dict:
+    """``total`` requests from ``concurrency`` clients that each send the next one as soon as one returns.
 
+    ``client``: ``asyncio`` (default), one :class:`load_client.JSONConnection` per client, or ``httpx``,
+    one ``AsyncClient`` with a pool of ``concurrency`` connections (the earlier results' client; it
+    costs about 2 ms of CPU per request, see :mod:`load_client`).
+    """
     latencies: list[float] = []
     counter = iter(range(total))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
 
-        async def worker() -> None:
-            for i in counter:
-                t0 = time.perf_counter()
-                resp = await client.post("/search", json={"query": queries[i % len(queries)], "k": k})
-                latencies.append(time.perf_counter() - t0)
-                resp.raise_for_status()
+    async def worker(post) -> None:
+        for i in counter:
+            t0 = time.perf_counter()
+            await post("/search", {"query": queries[i % len(queries)], "k": k})
+            latencies.append(time.perf_counter() - t0)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+    if client not in CLIENTS:
+        raise ValueError(f"unknown client {client!r}; expected one of {', '.join(CLIENTS)}")
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+
+            async def post(path: str, payload: dict) -> None:
+                (await http.post(path, json=payload)).raise_for_status()
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(post) for _ in range(concurrency)))
+            wall = time.perf_counter() - start
+    else:
+        connections = [JSONConnection(url) for _ in range(concurrency)]
+        try:
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(c.post) for c in connections))
+            wall = time.perf_counter() - start
+        finally:
+            for c in connections:
+                await c.close()
     ms = lambda q: round(percentile(latencies, q) * 1000, 2)  # noqa: E731
     return {
         "qps": round(total / wall, 2),
@@ -207,7 +240,7 @@ def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Pat
             httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=300).raise_for_status()
         out = {}
         for c in LEVELS:
-            out[c] = asyncio.run(load_level(url, queries, c, max(args.requests, 2 * c), args.k))
+            out[c] = asyncio.run(load_level(url, queries, c, max(args.requests, 2 * c), args.k, args.client))
             logger.info("%s c=%d: %s", encoder, c, out[c])
         return out
     finally:
@@ -267,6 +300,7 @@ def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) 
         "student_encoder": bare["student"]["encoder"],
         "queries": f"SciFact test queries ({n_queries}), k={args.k}, {args.requests} requests per level",
         "threads": args.threads or "default (all cores)",
+        "client": args.client,
         "bare_encode_plus_search_ms": bare["student"]["encode_plus_search_ms"],
         "bare_encode_ms": bare["student"]["encode_ms"],
         "bare_search_ms": bare["student"]["search_ms"],
@@ -311,7 +345,8 @@ def markdown(r: dict) -> str:
     teacher = f"c32 QPS student / teacher = {ratio} (target >= 3)" if ratio is not None else "no teacher rows"
     rows.append(
         f"Query encoder runtime: backend {r['backend']}, quantize {r['quantize'] or 'none'} "
-        f"(student encoder `{r['student_encoder']}`); threads: {r['threads']}."
+        f"(student encoder `{r['student_encoder']}`); threads: {r['threads']}; load client: "
+        f"{r.get('client', 'httpx')}."
     )
     rows.append(
         f"c1 p50 / bare = {r['c1_p50_over_bare']} (target <= 1.3); {teacher}. {r['queries']}. "

@@ -77,9 +77,14 @@ def open_monitor(
     if settings.query_log and svc.read_only:
         logger.warning("read-only service: the query log is off (the monitor keeps only its figures)")
     elif settings.query_log:
-        log = QueryLog.in_index(
-            svc.index_dir, svc.meta.teacher_id, svc.meta.dim, max_rows=settings.query_log_max
+        log = QueryLog.in_index(  # a query trimmed from the log leaves the teacher cache too
+            svc.index_dir,
+            svc.meta.teacher_id,
+            svc.meta.dim,
+            max_rows=settings.query_log_max,
+            on_drop=svc.forget_teacher_queries,
         )
+        log.forget_trimmed()  # those a crash left waiting
     config = MonitorConfig(
         sample=settings.monitor_sample,
         window=settings.monitor_window,
@@ -129,7 +134,14 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         await batcher.start()
         await batcher.submit(["warm-up"])  # first forward pass allocates; keep it off the first request
         monitor, log = open_monitor(settings, svc, metrics)
-        swapper = StudentSwapper(svc, device=settings.device, quantize=settings.quantize, monitor=monitor)
+        swapper = StudentSwapper(
+            svc,
+            device=settings.device,
+            quantize=settings.quantize,
+            backend=settings.backend,
+            threads=settings.threads,
+            monitor=monitor,
+        )
         app.state.service, app.state.batcher = svc, batcher
         app.state.teacher_tokens = TeacherTokenCounter(svc.teacher)
         app.state.monitor, app.state.query_log, app.state.swapper = monitor, log, swapper
@@ -151,7 +163,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             if monitor is not None:
                 await run_in_threadpool(monitor.stop)
             if log is not None:
-                log.close()
+                await run_in_threadpool(log.close)  # may delete trimmed queries' cache vectors
             await run_in_threadpool(svc.close)
 
     app = FastAPI(

@@ -12,7 +12,8 @@ skipped and counted), then for each one measures, with :mod:`embedkd.fidelity`:
 
 Figures are rolling over the last ``window`` samples, with their trend (mean of the newer half minus
 the older half) and a ``degraded`` flag when the mean cosine falls below ``alert``. With a
-:class:`~serve.querylog.QueryLog`, each embedded sample is also logged with its teacher vector.
+:class:`~serve.querylog.QueryLog`, each embedded sample is also logged with its teacher vector and
+its two figures: the durable history that ``embedkd monitor report`` plots (:mod:`serve.monitor_report`).
 
 After a hot swap (:meth:`AlignmentMonitor.reset`) the window starts afresh, and samples the previous
 student produced are discarded rather than credited to the new one.
@@ -234,16 +235,19 @@ class AlignmentMonitor:
         if self.metrics is not None:
             self.metrics.observe(cosines, overlaps)
         if self.log is not None:
-            self._log(live, teacher, cosines)
+            self._log(live, teacher, cosines, overlaps)
 
-    def _log(self, live: list[_Sample], teacher: np.ndarray, cosines: list[float]) -> None:
+    def _log(
+        self, live: list[_Sample], teacher: np.ndarray, cosines: list[float], overlaps: list[float | None]
+    ) -> None:
         assert self.log is not None
         epoch = self.log.epoch
         keep = [i for i, s in enumerate(live) if s.epoch == epoch]
         written = 0
         if keep:
             texts = [live[i].text for i in keep]
-            written = self.log.append(texts, teacher[keep], [cosines[i] for i in keep], epoch=epoch)
+            figures = [cosines[i] for i in keep], [overlaps[i] for i in keep]
+            written = self.log.append(texts, teacher[keep], *figures, epoch=epoch)
         self._count("logged", written)
         if written < len(live) and self.forget is not None:  # sampled before a clear: keep nothing
             logged = {live[i].text for i in keep} if written else set()

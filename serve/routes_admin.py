@@ -45,7 +45,9 @@ async def delete_query_log(request: Request, svc: Service):
     if own:  # logging is off now, but an earlier run may have left a log
         if not (svc.index_dir / QUERY_LOG_FILE).exists():
             return QueryLogDeleted(deleted=0, cache_vectors_deleted=0)
-        log = QueryLog.in_index(svc.index_dir, svc.meta.teacher_id, svc.meta.dim)
+        log = QueryLog.in_index(
+            svc.index_dir, svc.meta.teacher_id, svc.meta.dim, on_drop=svc.forget_teacher_queries
+        )
     try:
         texts = await run_in_threadpool(log.clear)
     finally:

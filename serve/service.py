@@ -266,10 +266,11 @@ class SearchService(BaseSearchService):
         self.check_filter(filters)
 
         def accept(_row: int, ids: np.ndarray) -> np.ndarray:
+            if not filters:  # only whether each hit is still a document: the vid index knows
+                live = self.store.live(ids.tolist())
+                return np.array([i in live for i in ids.tolist()])
             docs = self.store.lookup(ids.tolist(), with_text=False)
-            return np.array(
-                [i in docs and (not filters or matches(docs[i].metadata, filters)) for i in ids.tolist()]
-            )
+            return np.array([i in docs and matches(docs[i].metadata, filters) for i in ids.tolist()])
 
         bound = (self.options.overfetch, self.options.max_candidates)
         hits, partial = self.index.search_bounded(vectors, k, accept, *bound)

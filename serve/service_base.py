@@ -53,6 +53,14 @@ def load_models(meta: IndexMeta, student, teacher, options: ServiceOptions) -> t
     return encoder, teacher
 
 
+def encoder_runtime(encoder) -> str:
+    """What runs ``encoder``: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or ``openvino-int8``."""
+    backend = getattr(encoder, "backend", None)
+    if not isinstance(backend, str) or not backend:  # a SentenceTransformer (or a test fake)
+        return "torch"
+    return f"{backend}-int8" if getattr(encoder, "quantized", False) else backend
+
+
 def check_store_kind(index_dir: Path, kind: StoreKind, options: ServiceOptions) -> None:
     """Refuse to open ``index_dir`` as ``kind`` when it records another store or ``options`` ask another."""
     recorded = read_store_config(index_dir).kind
@@ -194,6 +202,7 @@ class BaseSearchService:
             "teacher": self.meta.teacher_id,
             "teacher_loaded": self.teacher is not None,
             "student": self.encoder.name,
+            "student_backend": encoder_runtime(self.encoder),
             "student_max_seq_length": self.encoder.max_seq_length,
             "read_only": self.read_only,
         }

@@ -320,6 +320,18 @@ class DocStore:
                 out[r[1]] = _stored(r)
         return out
 
+    @_guarded("reading documents")
+    def live(self, vids: Sequence[int]) -> set[int]:
+        """The ``vids`` a document holds now: :meth:`lookup`'s keys, from the vid index alone (no row read)."""
+        vids = [int(v) for v in vids]
+        out: set[int] = set()
+        conn = self._conn()
+        for start in range(0, len(vids), LOOKUP_CHUNK):
+            chunk = vids[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in conn.execute(f"SELECT vid FROM docs WHERE vid IN ({marks})", chunk))
+        return out
+
     @_guarded("reading a document")
     def get(self, doc_id: str) -> StoredDoc | None:
         row = (
@@ -362,8 +374,8 @@ class DocStore:
 
 
 def _stored(row: tuple) -> StoredDoc:
-    try:
-        metadata = json.loads(row[4])
+    try:  # most documents have none: skip the JSON decoder for them
+        metadata = {} if row[4] == "{}" else json.loads(row[4])
     except (TypeError, ValueError) as exc:
         raise ServiceStateError(
             f"the document store row of {row[0]!r} (vector id {row[1]}) is damaged (metadata: {exc}); "

@@ -87,15 +87,31 @@ def check_safetensors(folder: Path) -> None:
 class StudentSwapper:
     """Loads, checks and warms a student, then makes it the service's query encoder.
 
+    The new student runs as the service's start-up one does: the same ``backend`` and ``quantize``
+    (a student that is not an ``embedkd export`` folder is exported once into the cache for a fast
+    backend, as at start-up) and the same runtime ``threads``.
+
     Args:
         service: the :class:`~serve.service.SearchService`.
         device: torch device for the new student (as the service's).
         quantize: ``int8`` to quantize it like the served one (None: as saved).
+        backend: the query encoder's runtime, ``torch``, ``onnx`` or ``openvino`` (as the service's).
+        threads: CPU threads of the ONNX / OpenVINO runtime (as the service's; None: all cores).
         monitor: the alignment monitor, whose window restarts with the new student.
     """
 
-    def __init__(self, service, *, device: str | None = None, quantize: str | None = None, monitor=None):
+    def __init__(
+        self,
+        service,
+        *,
+        device: str | None = None,
+        quantize: str | None = None,
+        backend: str = "torch",
+        threads: int | None = None,
+        monitor=None,
+    ):
         self.service, self.device, self.quantize, self.monitor = service, device, quantize, monitor
+        self.backend, self.threads = backend, threads
         self._lock = threading.Lock()
 
     def swap(self, folder: str | Path) -> dict:
@@ -137,7 +153,13 @@ class StudentSwapper:
         meta = self.service.meta
         try:
             return load_query_encoder(
-                str(folder), meta, device=self.device, quantize=self.quantize, safetensors_only=True
+                str(folder),
+                meta,
+                device=self.device,
+                quantize=self.quantize,
+                safetensors_only=True,
+                backend=self.backend,
+                threads=self.threads,
             )
         except EmbedkdError:
             raise

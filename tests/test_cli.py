@@ -54,7 +54,9 @@ def test_help_is_fast_and_lists_every_command():
     code, out, err = finish(embedkd("--help"))
     seconds = time.perf_counter() - start
     assert code == 0, err
-    assert {"distill", "eval", "index", "serve", "teacher", "ontology"} <= set(commands())
+    assert {"distill", "eval", "index", "serve", "adapt", "monitor", "teacher", "ontology", "export"} <= set(
+        commands()
+    )
     for name in commands():
         assert f"    {name} " in out, f"{name} missing from --help"
     assert "(unavailable)" not in out

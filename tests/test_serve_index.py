@@ -161,3 +161,19 @@ def test_read_corpus_formats_and_errors(tmp_path, shared_data):
         read_corpus(tmp_path / "missing")
     with pytest.raises(EmbedkdError, match="no corpus.jsonl"):
         read_corpus(tmp_path)
+
+
+def test_store_live_is_lookups_keys_without_reading_rows(tmp_path, monkeypatch):
+    import serve.store
+
+    store = DocStore(tmp_path / "docs.sqlite")
+    docs = [Document(f"d{i}", f"text {i}", metadata={"n": i} if i % 2 else {}) for i in range(7)]
+    store.upsert(docs, np.ones((7, 3), dtype=np.float32))  # vids 1..7
+    store.delete("d2")  # vid 3
+    store.upsert([Document("d4", "text 4 again")], np.ones((1, 3), dtype=np.float32))  # vid 5 -> 8
+    monkeypatch.setattr(serve.store, "LOOKUP_CHUNK", 3)  # several IN (...) statements
+    asked = [8, 1, 3, 5, 99, 2, 7, 1]
+    assert store.live(asked) == set(store.lookup(asked)) == {1, 2, 7, 8}
+    assert store.live([]) == set()
+    found = store.lookup([1, 2])  # metadata "{}" skips the JSON decoder, the rest is parsed
+    assert found[1].metadata == {} and found[2].metadata == {"n": 1}

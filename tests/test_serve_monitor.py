@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import zlib
 
 import httpx
 import numpy as np
@@ -32,7 +33,7 @@ BANK = RNG.standard_normal((50, DIM)).astype(np.float32)
 
 
 def teacher_vec(text: str) -> np.ndarray:
-    return np.random.default_rng(abs(hash(text)) % 2**32).standard_normal(DIM).astype(np.float32)
+    return np.random.default_rng(zlib.crc32(text.encode())).standard_normal(DIM).astype(np.float32)
 
 
 def bank_search(vectors: np.ndarray, k: int) -> list[list[str]]:
@@ -150,8 +151,11 @@ def test_query_log_is_bounded_durable_and_clearable(tmp_path):
     log.close()
     with pytest.raises(EmbedkdError, match="holds vectors of 't-1'"):
         QueryLog(tmp_path / QUERY_LOG_FILE, "another-teacher", DIM)
-    with pytest.raises(EmbedkdError, match="no query log"):
+    with pytest.raises(EmbedkdError, match="does not exist"):
         read_query_log(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmbedkdError, match="no query log"):
+        read_query_log(tmp_path / "empty")
 
 
 def test_monitor_logs_samples_and_forgets_those_sampled_before_a_clear(tmp_path):
