@@ -5,13 +5,19 @@ For each query encoder (student, then teacher) this script starts a real ``embed
 (:mod:`load_client`, a keep-alive connection per concurrent client; ``--client httpx`` uses httpx's, as
 results before it did, which adds about 2 ms of client CPU per request) at
 concurrency 1, 8 and 32 (a fixed number of requests per level, SciFact test queries, ``k=10``):
-QPS and p50/p95/p99 latency as the client sees it. It also measures, in-process and before any
-server runs, the bare single-query cost: one ``encode`` of one query plus one index search (median),
-which is what the service's concurrency-1 latency is compared with.
+QPS and p50/p95/p99 latency as the client sees it.
+
+The service's concurrency-1 latency is compared with the bare single-query cost: one ``encode`` of one
+query plus one index search, in this process (:mod:`serve_side`). Both are measured side by side: the
+c1 requests are split into ``--c1-rounds`` rounds, and right before each round this process times bare
+encode+search on that round's queries (the server idle meanwhile; the two never work at once). The
+headline ``c1_p50_over_bare`` is the median of the per-round ratios, so load from other jobs on the
+machine weighs on both sides of each ratio rather than on one.
 
 ``--backend`` and ``--quantize`` choose the query encoder's runtime for both the servers and the bare
 baseline, through the loader the service itself uses (:func:`serve.encoders.load_query_encoder`), so
-both time the same graph; ``--no-teacher`` skips the teacher's rows (its ratio is then null).
+both time the same graph (``--threads`` likewise sets both); ``--no-teacher`` skips the teacher's rows
+(its ratio is then null).
 
 Example (the SciFact index from ``embedkd index``, mpnet documents at 256 tokens)::
 
@@ -32,7 +38,6 @@ import logging
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +45,7 @@ from pathlib import Path
 
 from load_client import JSONConnection
 from paths import REPO, command_line, data_dir, rel
+from serve_side import BareTimer, alternate_rounds
 
 from embedkd.backends import BACKENDS
 
@@ -58,7 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quantize", choices=("int8",), help="int8: the query encoder's int8 graph")
     p.add_argument("--queries", default=str(data_dir() / "beir-scifact"), help="BEIR folder")
     p.add_argument("--requests", type=int, default=96, help="requests per concurrency level (default 96)")
-    p.add_argument("--bare-queries", type=int, default=60, help="queries timed in-process (default 60)")
+    p.add_argument(
+        "--c1-rounds",
+        type=int,
+        default=5,
+        help="rounds the c1 requests are split into, each after timing bare encode+search in-process on "
+        "the same queries (default 5)",
+    )
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of encoder and search (both runs)")
     p.add_argument(
@@ -77,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"pass either --teacher or --no-teacher (got --teacher {args.teacher!r}, --no-teacher "
             f"{args.no_teacher})"
         )
+    if args.c1_rounds < 1 or args.requests < args.c1_rounds:
+        p.error(
+            f"need 1 <= --c1-rounds <= --requests (got --c1-rounds {args.c1_rounds}, --requests "
+            f"{args.requests})"
+        )
     args.argv = argv  # recorded in the result's command
     return args
 
@@ -93,44 +110,6 @@ def percentile(values: list[float], q: float) -> float:
     pos = (len(ordered) - 1) * q
     lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def bare_timing(index_dir: str, model: str, queries: list[str], args) -> dict:
-    """Median in-process cost of encoding one query and searching the index with it.
-
-    The encoder comes from the service's own loader with the run's backend, quantization and threads.
-    """
-    from serve.app import set_threads
-    from serve.encoders import load_query_encoder
-
-    k, threads = args.k, args.threads
-    if threads:
-        set_threads(threads)
-    from serve.snapshot import read_meta, read_snapshot
-
-    meta = read_meta(index_dir)
-    index = read_snapshot(index_dir, meta).index
-    encoder = load_query_encoder(model, meta, backend=args.backend, quantize=args.quantize, threads=threads)
-    for q in queries[:5]:  # warm-up
-        index.search(encoder.encode([q], "query"), k)
-    enc, srch, total = [], [], []
-    for q in queries:
-        t0 = time.perf_counter()
-        vec, _ = encoder.encode([q], "query"), encoder.truncated([q])  # what the service does per query
-        t1 = time.perf_counter()
-        index.search(vec, k)
-        t2 = time.perf_counter()
-        enc.append(t1 - t0)
-        srch.append(t2 - t1)
-        total.append(t2 - t0)
-    ms = lambda xs: round(statistics.median(xs) * 1000, 3)  # noqa: E731
-    return {
-        "encode_ms": ms(enc),
-        "search_ms": ms(srch),
-        "encode_plus_search_ms": ms(total),
-        "n": len(queries),
-        "encoder": getattr(encoder, "id", None),  # e.g. onnx-int8:...: which graph was timed
-    }
 
 
 def free_port() -> int:
@@ -175,14 +154,17 @@ def start_server(
     raise RuntimeError(f"server not ready; see {log}")
 
 
-async def load_level(
+async def drive_level(
     url: str, queries: list[str], concurrency: int, total: int, k: int, client: str = "asyncio"
-) -> dict:
+) -> tuple[list[float], float]:
     """``total`` requests from ``concurrency`` clients that each send the next one as soon as one returns.
 
     ``client``: ``asyncio`` (default), one :class:`load_client.JSONConnection` per client, or ``httpx``,
     one ``AsyncClient`` with a pool of ``concurrency`` connections (the earlier results' client; it
     costs about 2 ms of CPU per request, see :mod:`load_client`).
+
+    Returns:
+        Each request's latency (seconds, in completion order) and the wall time of them all.
     """
     latencies: list[float] = []
     counter = iter(range(total))
@@ -216,14 +198,26 @@ async def load_level(
         finally:
             for c in connections:
                 await c.close()
+    return latencies, wall
+
+
+def level_stats(latencies: list[float], wall: float) -> dict:
+    """QPS and p50/p95/p99 (ms) of requests that took ``latencies`` (s) in ``wall`` seconds."""
     ms = lambda q: round(percentile(latencies, q) * 1000, 2)  # noqa: E731
     return {
-        "qps": round(total / wall, 2),
+        "qps": round(len(latencies) / wall, 2),
         "p50_ms": ms(0.5),
         "p95_ms": ms(0.95),
         "p99_ms": ms(0.99),
-        "n": total,
+        "n": len(latencies),
     }
+
+
+async def load_level(
+    url: str, queries: list[str], concurrency: int, total: int, k: int, client: str = "asyncio"
+) -> dict:
+    """:func:`drive_level`, summarized by :func:`level_stats` (``qps``, ``p50_ms`` ... ``n``)."""
+    return level_stats(*await drive_level(url, queries, concurrency, total, k, client))
 
 
 def runtime_args(args) -> list[str]:
@@ -231,18 +225,47 @@ def runtime_args(args) -> list[str]:
     return ["--backend", args.backend] + (["--quantize", args.quantize] if args.quantize else [])
 
 
+def per_round(args) -> int:
+    """c1 requests per round: ``--requests`` split into ``--c1-rounds`` (rounded up)."""
+    return -(-args.requests // args.c1_rounds)
+
+
+def c1_side_by_side(url: str, timer: BareTimer, queries: list[str], args) -> tuple[dict, dict]:
+    """Concurrency 1 in rounds alternating with bare timing (:func:`serve_side.alternate_rounds`).
+
+    Returns:
+        The c1 level's stats over all its requests (:func:`level_stats`) and the side-by-side record.
+    """
+
+    def serve(batch: list[str]) -> tuple[list[float], float]:
+        return asyncio.run(drive_level(url, batch, 1, len(batch), args.k, args.client))
+
+    latencies, wall, side = alternate_rounds(timer, serve, queries, args.c1_rounds, per_round(args))
+    return level_stats(latencies, wall), side
+
+
 def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Path) -> dict:
+    """One query encoder's rows: ``levels`` (per concurrency), ``side`` (c1 vs bare) and ``encoder``."""
     import httpx
 
+    timer = BareTimer(
+        index_dir, encoder, backend=args.backend, quantize=args.quantize, threads=args.threads, k=args.k
+    )
+    timer.warm_up(queries[:5])
     proc, url = start_server(index_dir, encoder, log, args.threads, runtime=runtime_args(args))
     try:
         for q in queries[:8]:  # warm-up
             httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=300).raise_for_status()
-        out = {}
+        levels, side = {}, {}
         for c in LEVELS:
-            out[c] = asyncio.run(load_level(url, queries, c, max(args.requests, 2 * c), args.k, args.client))
-            logger.info("%s c=%d: %s", encoder, c, out[c])
-        return out
+            if c == 1:
+                levels[c], side = c1_side_by_side(url, timer, queries, args)
+            else:
+                total = max(args.requests, 2 * c)
+                levels[c] = asyncio.run(load_level(url, queries, c, total, args.k, args.client))
+            logger.info("%s c=%d: %s", encoder, c, levels[c])
+        logger.info("%s c1 vs bare: %s", encoder, side)
+        return {"levels": levels, "side": side, "encoder": timer.encoder_id}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -261,18 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     queries = load_queries(Path(args.queries))
     load_start = os.getloadavg()
     encoders = {"student": args.student} | ({} if args.no_teacher else {"teacher": args.teacher})
-    bare = {
-        role: bare_timing(args.index_dir, model, queries[: args.bare_queries], args)
-        for role, model in encoders.items()
-    }
-    logger.info("bare: %s", bare)
     log = Path(args.server_log)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     served = {
         role: run_service(args.index_dir, model, queries, args, log) for role, model in encoders.items()
     }
-    result = summarize(args, meta, bare, served, load_start, len(queries))
+    result = summarize(args, meta, served, load_start, len(queries))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -281,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) -> dict:
+def summarize(args, meta, served: dict, load_start, n_queries: int) -> dict:
     """The result record; with ``--no-teacher`` every teacher key (and its ratio) is null."""
     s, t = served["student"], served.get("teacher")
     result = {
@@ -297,20 +315,23 @@ def summarize(args, meta, bare: dict, served: dict, load_start, n_queries: int) 
         "teacher": rel(args.teacher),
         "backend": args.backend,
         "quantize": args.quantize,
-        "student_encoder": bare["student"]["encoder"],
-        "queries": f"SciFact test queries ({n_queries}), k={args.k}, {args.requests} requests per level",
+        "student_encoder": s["encoder"],
+        "queries": (
+            f"SciFact test queries ({n_queries}), k={args.k}, {args.requests} requests per level (c1 in "
+            f"{args.c1_rounds} rounds of {per_round(args)}, each after bare timing on the same queries)"
+        ),
         "threads": args.threads or "default (all cores)",
         "client": args.client,
-        "bare_encode_plus_search_ms": bare["student"]["encode_plus_search_ms"],
-        "bare_encode_ms": bare["student"]["encode_ms"],
-        "bare_search_ms": bare["student"]["search_ms"],
-        "teacher_bare_encode_plus_search_ms": bare["teacher"]["encode_plus_search_ms"] if t else None,
+        "c1_rounds": args.c1_rounds,
+        "c1_requests_per_round": per_round(args),
     }
-    for prefix, runs in (("", s), ("teacher_", t or {c: {} for c in LEVELS})):
-        for c, r in runs.items():
+    for prefix, role in (("", s), ("teacher_", t)):
+        side = role["side"] if role else dict.fromkeys(s["side"])
+        levels = role["levels"] if role else {c: {} for c in LEVELS}
+        result |= {prefix + key: value for key, value in side.items()}
+        for c, r in levels.items():
             for key in ("qps", "p50_ms", "p95_ms", "p99_ms"):
                 result[f"{prefix}c{c}_{key}"] = r.get(key)
-    result["c1_p50_over_bare"] = round(result["c1_p50_ms"] / result["bare_encode_plus_search_ms"], 3)
     result["c32_qps_over_teacher"] = round(result["c32_qps"] / result["teacher_c32_qps"], 3) if t else None
     result["targets_met"] = {
         "c1_p50_le_1.3x_bare": result["c1_p50_over_bare"] <= 1.3,
@@ -348,8 +369,11 @@ def markdown(r: dict) -> str:
         f"(student encoder `{r['student_encoder']}`); threads: {r['threads']}; load client: "
         f"{r.get('client', 'httpx')}."
     )
+    lo, hi = r["c1_p50_over_bare_range"]
     rows.append(
-        f"c1 p50 / bare = {r['c1_p50_over_bare']} (target <= 1.3); {teacher}. {r['queries']}. "
+        f"c1 p50 / bare = {r['c1_p50_over_bare']}: the median of {r['c1_rounds']} rounds' ratios (range "
+        f"{lo}-{hi}; medians of rounds: bare {r['bare_encode_plus_search_ms']} ms, c1 p50 "
+        f"{r['c1_p50_ms_median_of_rounds']} ms; target <= 1.3); {teacher}. {r['queries']}. "
         f"Index: {r['index']['teacher']} ({r['index']['type']}, {r['index']['dim']}-d). Load average "
         f"{r['machine']['loadavg_1m_start']} -> {r['machine']['loadavg_1m_end']} on {r['machine']['cpus']} "
         f"CPUs. {r['note']}"
