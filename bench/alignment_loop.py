@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index-dir", default="runs/idx-scifact")
     p.add_argument("--students-dir", default="runs/alignment-students", help="where the adapted student goes")
     p.add_argument("--pseudo-queries", type=int, default=8000)
+    p.add_argument("--epochs", type=float, default=2.0, help="adapt's passes over its texts")
     p.add_argument("--kl-weight", type=float, default=0.0, help="adapt's ranking term over the documents")
     p.add_argument("--cosine-weight", type=float, default=0.0, help="adapt's 1 - cosine term")
     p.add_argument(
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(adapted, ignore_errors=True)
         started = time.perf_counter()
         subprocess.run(["embedkd", "adapt", "--index-dir", args.index_dir, "--student", args.student,
-                        "--output", str(adapted), "--pseudo-queries", str(args.pseudo_queries),
+                        "--output", str(adapted), "--pseudo-queries", str(args.pseudo_queries), "--epochs", str(args.epochs),
                         "--kl-weight", str(args.kl_weight), "--cosine-weight", str(args.cosine_weight)], check=True, cwd=REPO)  # fmt: skip
         adapt_seconds = round(time.perf_counter() - started, 1)
         swap = swap_under_load(url, "adapted", train)
