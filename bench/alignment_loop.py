@@ -201,8 +201,17 @@ def main(argv: list[str] | None = None) -> int:
         "student": rel(args.student), "adapted": rel(str(adapted)), "in_domain": True,
         "command": command_line("alignment_loop.py", argv),
     }  # fmt: skip
+    out["monitor_history"] = history_plot(args.index_dir, Path(args.output).with_suffix(".png"))
     write(out, Path(args.output))
     return 0
+
+
+def history_plot(index_dir: str, png: Path) -> dict:
+    """The monitor's logged history over the whole run (before, swap, after) as ``embedkd monitor report`` plots it."""
+    from serve.monitor_report import MonitorReportConfig, monitor_report
+
+    summary = monitor_report(MonitorReportConfig(index_dir=index_dir, output=str(png), window=200))
+    return {**summary.to_dict(), "plot": rel(str(png))}
 
 
 def _side(asym_ndcg: float, monitor: dict, heldout: dict) -> dict:
@@ -221,7 +230,8 @@ def write(out: dict, output: Path) -> None:
           f"| {s['heldout_top10_overlap']} |" for k, s in (("before", b), ("after", a))),
         "", f"Teacher {t:.2f}. Adaptation {out['adapt_seconds']} s; swap: {out['swap_failed_requests']} failed of "
         f"{out['swap_requests']}, p99 {out['swap_p99_ms']} ms; monitor overhead at c1 p50: {out['monitor_overhead_pct']}%.",
-        "", f"Command: `{out['command']}`", "",
+        "", f"![monitor history]({Path(output).with_suffix('.png').name})", "",
+        f"Command: `{out['command']}`", "",
     ]  # fmt: skip
     output.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
