@@ -92,6 +92,7 @@ def open_monitor(
         budget_per_minute=settings.monitor_budget,
         queue_size=settings.monitor_queue,
         seed=settings.monitor_seed,
+        nice=settings.monitor_nice,
     )
     cached = log is not None
     monitor = AlignmentMonitor(

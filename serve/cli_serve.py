@@ -147,6 +147,12 @@ def _add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--monitor-seed", type=int, default=None, help="seed of the sampling (0)")
     group.add_argument(
+        "--monitor-nice",
+        type=int,
+        default=None,
+        help="niceness added to the monitor's thread so its teacher work yields cores to serving (19; 0: none)",
+    )
+    group.add_argument(
         "--query-log-max", type=int, default=None, help="most sampled queries kept in the query log (10000)"
     )
     group.add_argument(

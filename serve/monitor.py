@@ -22,6 +22,7 @@ student produced are discarded rather than credited to the new one.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -56,6 +57,8 @@ class MonitorConfig:
         seed: seed of the sampling RNG (the same traffic samples the same queries).
         k: neighbours compared for the overlap.
         batch_size: most samples the teacher embeds in one call.
+        nice: OS scheduling niceness of the monitor's thread (Linux; 0 keeps the service's): with
+            spare cores it changes nothing, on busy ones the teacher yields them to serving.
     """
 
     sample: float = 0.0
@@ -66,6 +69,7 @@ class MonitorConfig:
     seed: int = 0
     k: int = 10
     batch_size: int = 8
+    nice: int = 19
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ class AlignmentMonitor:
                 logger.warning("monitor thread still busy after %.0fs; leaving it (daemon)", timeout)
 
     def _run(self) -> None:
+        _lower_priority(self.config.nice)
         while not self._stop.is_set():
             try:
                 batch = [self._queue.get(timeout=0.1)]
@@ -277,6 +282,18 @@ class AlignmentMonitor:
             **counts,
             "query_log_rows": self.log.count() if self.log is not None else None,
         }
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (threads it starts later, e.g. the teacher's
+    OpenMP workers, inherit it); a no-op where the OS cannot do it per thread."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # pragma: no cover - depends on the platform
+        logger.warning("alignment monitor: cannot lower its thread priority (%s)", exc)
 
 
 def _overlap(student_ids: list[str], teacher_ids: list[str]) -> float | None:

@@ -70,6 +70,8 @@ class ServeSettings(BaseSettings):
         monitor_budget: most texts the teacher embeds for the monitor per minute.
         monitor_queue: samples waiting for the teacher at most (more are dropped and counted).
         monitor_seed: seed of the monitor's sampling.
+        monitor_nice: niceness added to the monitor's thread (0: none), so that its teacher work
+            yields the cores to serving.
         query_log: log the monitor's samples and teacher vectors in the index directory.
         query_log_max: most queries the log keeps (the oldest go first).
         students_dir: folder whose student subfolders ``POST /admin/student`` may load.
@@ -118,6 +120,7 @@ class ServeSettings(BaseSettings):
     monitor_budget: int = Field(600, ge=1)
     monitor_queue: int = Field(256, ge=1, le=1_000_000)
     monitor_seed: int = 0
+    monitor_nice: int = Field(19, ge=0, le=19)
     query_log: bool = True
     query_log_max: int = Field(10_000, ge=1)
     students_dir: DirectoryPath | None = None

@@ -7,6 +7,7 @@ student is swapped in, a flood is dropped, not queued, and the log survives ``ki
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import threading
@@ -107,6 +108,29 @@ def test_a_flood_is_dropped_and_counted_never_waited_for():
         release.set()
         monitor.stop()
     assert monitor.stats()["errors"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priority needs os.setpriority (Linux)")
+@pytest.mark.parametrize("nice", [0, 7])
+def test_teacher_work_runs_at_the_configured_niceness(nice):
+    """The monitor's thread (and so its teacher's work) yields the cores to serving by ``nice`` levels."""
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen, done = [], threading.Event()
+
+    def recording_teacher(texts):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        done.set()
+        return teacher(texts)
+
+    monitor = AlignmentMonitor(MonitorConfig(sample=1.0, nice=nice), recording_teacher, bank_search)
+    monitor.start()
+    try:
+        monitor.offer(["a query"], np.ones((1, DIM), np.float32))
+        assert done.wait(10)
+    finally:
+        monitor.stop()
+    assert seen == [min(19, base + nice)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # serving threads untouched
 
 
 def test_budget_limits_teacher_work_per_minute():
