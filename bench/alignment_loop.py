@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -82,11 +81,9 @@ def serve(args, student: str, sample: float, log: Path):
 
 
 def stop(proc) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    from serve_load import stop_server
+
+    stop_server(proc)
 
 
 def replay(url: str, queries: list[str]) -> dict:

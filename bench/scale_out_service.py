@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from paths import REPO
-from serve_load import load_level, start_server
+from serve_load import load_level, start_server, stop_server
 
 logger = logging.getLogger("bench.scale_out")
 
@@ -123,11 +122,7 @@ def serve_store(
         logger.info("%s service SciFact nDCG@10 %.3f", store, scored["ndcg10"])
         return out
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def _small(stats: dict) -> dict:

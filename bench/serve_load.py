@@ -118,6 +118,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM a server started by :func:`start_server`; kill it after 60 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def start_server(
     index_dir: str,
     encoder: str,
@@ -267,11 +276,7 @@ def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Pat
         logger.info("%s c1 vs bare: %s", encoder, side)
         return {"levels": levels, "side": side, "encoder": timer.encoder_id}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
