@@ -74,6 +74,9 @@ class TeacherCache:
         self._index: dict[bytes, tuple[int, int]] = {}
         self._chunks: list[np.ndarray] = []
         self._chunk_names: list[str] = []
+        self._chunk_keys: list[
+            list[bytes]
+        ] = []  # each chunk's keys in row order (deletion needs no disk read)
         self._loaded: set[str] = set()
         self._open()
 
@@ -156,11 +159,7 @@ class TeacherCache:
             raise CacheError(
                 f"cache chunk {record_path} has shape {vecs.shape}, expected ({count}, {self.dim})"
             )
-        chunk_no = len(self._chunks)
-        self._chunks.append(vecs)
-        self._chunk_names.append(name)
-        for row, key in enumerate(keys):
-            self._index[key.tobytes()] = (chunk_no, row)
+        self._append_chunk(name, [k.tobytes() for k in keys], vecs)
 
     def get(self, keys: Sequence[bytes]) -> np.ndarray:
         """Vectors for ``keys`` (all must be present)."""
@@ -192,9 +191,13 @@ class TeacherCache:
         }
         _atomic_write(self.dir / f"{name}.json", json.dumps(record))
         self._loaded.add(name)
+        self._append_chunk(name, list(keys), vectors)
+
+    def _append_chunk(self, name: str, keys: list[bytes], vectors: np.ndarray) -> None:
         chunk_no = len(self._chunks)
         self._chunks.append(vectors)
         self._chunk_names.append(name)
+        self._chunk_keys.append(keys)
         for row, key in enumerate(keys):
             self._index[key] = (chunk_no, row)
 
@@ -209,11 +212,9 @@ class TeacherCache:
         wanted = set(keys)
         present = [k for k in wanted if k in self._index]
         for chunk, name in enumerate(list(self._chunk_names)):
-            if not len(self._chunks[chunk]):
-                continue
-            try:  # every chunk on disk, not only those the index points at: a key may be in two
-                chunk_keys = [k.tobytes() for k in np.load(self.dir / f"{name}.keys.npy")]
-            except OSError:
+            # every loaded chunk, not only those the index points at: a key may be in two
+            chunk_keys = self._chunk_keys[chunk]
+            if not chunk_keys or wanted.isdisjoint(chunk_keys):
                 continue
             rows = [r for r, key in enumerate(chunk_keys) if key not in wanted]
             if len(rows) == len(chunk_keys):
@@ -223,6 +224,7 @@ class TeacherCache:
             for suffix in (".json", ".keys.npy", ".vecs.npy"):  # the commit record first
                 (self.dir / f"{name}{suffix}").unlink(missing_ok=True)
             self._chunks[chunk] = np.empty((0, self.dim), dtype=np.float32)
+            self._chunk_keys[chunk] = []
         for key in present:
             del self._index[key]
         if present:
