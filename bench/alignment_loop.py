@@ -125,11 +125,12 @@ def overhead(args, queries: list[str], log: Path) -> dict:
             "rounds_off_ms": runs[0.0], "rounds_on_ms": runs[args.overhead_sample]}  # fmt: skip
 
 
-def swap_under_load(url: str, name: str, queries: list[str]) -> dict:
-    """POST /admin/student while four clients query; failed requests and p99 during the swap."""
+def swap_under_load(url: str, name: str, queries: list[str], normal_s: float = 5.0) -> dict:
+    """POST /admin/student while four clients query: failed requests, and p99 during the swap beside the
+    p99 of the same four clients over the ``normal_s`` seconds before it (the "normal" of the 2x target)."""
     import httpx
 
-    failures, latencies, done = [], [], []
+    failures, log, done = [], [], []  # log: (start, latency) per request, on one perf_counter clock
 
     async def client(c):
         i = 0
@@ -140,25 +141,37 @@ def swap_under_load(url: str, name: str, queries: list[str]) -> dict:
                 r.raise_for_status()
             except httpx.HTTPError as exc:
                 failures.append(str(exc))
-            latencies.append(time.perf_counter() - t0)
+            log.append((t0, time.perf_counter() - t0))
             i += 1
 
     async def main():
         async with httpx.AsyncClient(base_url=url, timeout=300) as c:
             tasks = [asyncio.create_task(client(c)) for _ in range(4)]
-            await asyncio.sleep(2)
+            await asyncio.sleep(1)  # warm-up, not counted
+            window = [time.perf_counter()]
+            await asyncio.sleep(normal_s)
             headers = {"Authorization": f"Bearer {KEY}"}
+            window.append(time.perf_counter())
             resp = await c.post("/admin/student", json={"name": name}, headers=headers, timeout=1800)
+            window.append(time.perf_counter())
             resp.raise_for_status()
             await asyncio.sleep(2)
             done.append(True)
             await asyncio.gather(*tasks)
+            return window
 
-    asyncio.run(main())
+    normal_start, swap_start, swap_end = asyncio.run(main())
+    p99 = lambda xs: round(float(np.percentile(xs, 99)) * 1000, 1)  # noqa: E731
+    normal = [dt for t, dt in log if normal_start <= t and t + dt < swap_start]
+    during = [dt for t, dt in log if swap_start <= t + dt and t <= swap_end]
     return {
         "failed": len(failures),
-        "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1),
-        "n": len(latencies),
+        "p99_ms": p99(during),
+        "normal_p99_ms": p99(normal),
+        "p99_over_normal": round(p99(during) / p99(normal), 3),
+        "n": len(log),
+        "n_during": len(during),
+        "seconds": round(swap_end - swap_start, 2),
     }
 
 
@@ -210,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "before": _side(asym(args.student, ctx, test), before, report["before"]),
         "after": _side(asym(str(adapted), ctx, test), after, report["after"]),
         "adapt_seconds": adapt_seconds, "swap_failed_requests": swap["failed"], "swap_p99_ms": swap["p99_ms"],
-        "swap_requests": swap["n"], "monitor_overhead_pct": cost["pct"], "monitor_overhead": cost,
+        "swap_normal_p99_ms": swap["normal_p99_ms"], "swap_p99_over_normal": swap["p99_over_normal"],
+        "swap_requests": swap["n"], "swap_requests_during": swap["n_during"], "swap_seconds": swap["seconds"], "monitor_overhead_pct": cost["pct"], "monitor_overhead": cost,
         "student": rel(args.student), "adapted": rel(str(adapted)), "in_domain": True,
         "command": command_line("alignment_loop.py", argv),
     }  # fmt: skip
@@ -242,7 +256,9 @@ def write(out: dict, output: Path) -> None:
         *(f"| {k} | {s['asym_ndcg10']:.2f} | {s['asym_ndcg10'] / t:.3f} | {s['monitor_cosine']} | {s['monitor_top10_overlap']} "
           f"| {s['heldout_top10_overlap']} |" for k, s in (("before", b), ("after", a))),
         "", f"Teacher {t:.2f}. Adaptation {out['adapt_seconds']} s; swap: {out['swap_failed_requests']} failed of "
-        f"{out['swap_requests']}, p99 {out['swap_p99_ms']} ms; monitor overhead at c1 p50: {out['monitor_overhead_pct']}%.",
+        f"{out['swap_requests']}, p99 during the swap {out['swap_p99_ms']} ms"
+        + (f" vs {out['swap_normal_p99_ms']} ms before it ({out['swap_p99_over_normal']}x)" if "swap_normal_p99_ms" in out else "")
+        + f"; monitor overhead at c1 p50: {out['monitor_overhead_pct']}%.",
         "", f"![monitor history]({Path(output).with_suffix('.png').name})", "",
         f"Command: `{out['command']}`", "",
     ]  # fmt: skip

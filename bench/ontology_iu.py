@@ -163,6 +163,10 @@ def student_rankings(args, student_dir: Path, texts: list[str], qids: list[int])
     if args.compress_layers:  # how it is served: documents by the uncompressed student, queries by this one
         rankings["student_asym"] = vector_rankings(full_vecs, qids, query_vecs=student_vecs)
     rankings["student"] = vector_rankings(student_vecs, qids)
+    if args.quantize or args.backend != "torch":  # the same student in float PyTorch, side by side
+        float_student = load_student(served_dir, args.seq_len, None)
+        float_vecs = float_student.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=True)
+        rankings["student_float"] = vector_rankings(float_vecs, qids)
     served = {"dir": served_dir, "compression": compression, "model": student, "vecs": student_vecs}
     return rankings, served
 
@@ -291,6 +295,14 @@ def main(argv=None) -> int:
         "label_f1": lab["f1"],
         "search_speedup_100k": speed["speedup_end_to_end_hnsw"],
         "search_speedup_100k_flat": speed["speedup_end_to_end"],
+        **(
+            {
+                "student_p10_longtail_drop_vs_float": results["student_float"]["p10_longtail"]
+                - results["student"]["p10_longtail"]
+            }
+            if "student_float" in results
+            else {}
+        ),
         "speed": speed,
         **student_record(student_dir, results),
         "setup": setup_record(args, reports, train, queries, graph, student_dir, train_s, served),
@@ -322,7 +334,10 @@ def _served(setup: dict) -> str:
         )
     backend = setup.get("student_backend", "torch")
     if setup.get("student_quantize"):
-        parts.append(f"run {setup['student_quantize']}-quantized (dynamic, CPU, {backend}) for every number")
+        parts.append(
+            f"run {setup['student_quantize']}-quantized (dynamic, CPU, {backend}) for every number; "
+            "`student_float` is the same student in float PyTorch"
+        )
     elif backend != "torch":
         parts.append(f"run on {backend} (exported, fp32) for every number")
     return (" The `student` row is the trained student " + "; ".join(parts) + ".") if parts else ""
@@ -336,6 +351,7 @@ def markdown(r: dict) -> str:
         "student",
         "student_asym",
         "student_uncompressed",
+        "student_float",
         "minilm",
         "mpnet",
         "bm25",
