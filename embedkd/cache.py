@@ -260,10 +260,14 @@ class TeacherCache:
         *,
         batch_size: int = 32,
         show_progress: bool = False,
+        by_length: bool = True,
     ) -> np.ndarray:
         """Vectors of ``texts`` from the cache, asking ``teacher`` only for those it lacks.
 
         ``role`` is ``query`` or ``document``; a symmetric input (None) shares the document vectors.
+        With ``by_length`` (default) the missing texts go to the teacher longest first, so that each
+        batch holds texts of about one length and pads little (the teacher sorts only within the
+        ``chunk_size`` texts of one call); the vectors come back in the order of ``texts`` either way.
         """
         from tqdm.auto import tqdm
 
@@ -276,6 +280,8 @@ class TeacherCache:
                 len(texts) - len(todo),
             )
             pending = list(todo.items())
+            if by_length:
+                pending.sort(key=lambda item: len(item[1]), reverse=True)
             with tqdm(
                 total=len(pending), desc=f"teacher {role}s", unit="text", disable=not show_progress
             ) as bar:

@@ -102,6 +102,17 @@ def test_chunks_are_committed_as_work_proceeds(tmp_path):
     assert [len(c) for c in teacher.calls] == [2, 2, 1]
 
 
+def test_missing_texts_go_to_the_teacher_longest_first_and_come_back_in_order(tmp_path):
+    texts = ["mid length", "a", "the longest text of them all", "ab", "mid length"]
+    teacher = FakeTeacher()
+    out = TeacherCache.for_teacher(teacher, tmp_path, chunk_size=2).encode(teacher, texts)
+    assert teacher.calls == [["the longest text of them all", "mid length"], ["ab", "a"]]
+    np.testing.assert_array_equal(out, expected(texts))
+    plain = FakeTeacher()
+    TeacherCache.for_teacher(plain, tmp_path / "plain").encode(plain, texts, by_length=False)
+    assert plain.seen == ["mid length", "a", "the longest text of them all", "ab"]
+
+
 def test_empty_input(tmp_path):
     teacher = FakeTeacher()
     out = TeacherCache.for_teacher(teacher, tmp_path).encode(teacher, [])
@@ -154,8 +165,10 @@ def test_resumable_after_kill_9(tmp_path):
     teacher = FakeTeacher()
     cache = TeacherCache.for_teacher(teacher, root, chunk_size=2)
     assert len(cache) == 2 * committed  # every committed chunk is kept
+    kept = [t for t in KILL_TEXTS if not cache.missing(teacher, [t])[1]]
+    assert len(kept) == 2 * committed
     out = cache.encode(teacher, KILL_TEXTS)
-    assert teacher.seen == KILL_TEXTS[2 * committed :]  # only the rest is recomputed
+    assert sorted(teacher.seen) == sorted(set(KILL_TEXTS) - set(kept))  # only the rest is recomputed
     np.testing.assert_array_equal(out, expected(KILL_TEXTS))
 
 
@@ -282,6 +295,7 @@ def test_unwritable_cache_dir(tmp_path):
 
 def test_concurrent_caches_pick_up_each_others_chunks(tmp_path):
     """Two processes filling one cache: each skips what the other has committed meanwhile."""
+    same = [f"text number {i:02d}" for i in range(12)]  # one length: the teacher sees them in order
     a, b = FakeTeacher(), FakeTeacher()
     cache_a = TeacherCache.for_teacher(a, tmp_path, chunk_size=4)
     cache_b = TeacherCache.for_teacher(b, tmp_path, chunk_size=4)  # opened before A does any work
@@ -292,13 +306,13 @@ def test_concurrent_caches_pick_up_each_others_chunks(tmp_path):
         def encode(self, texts, role="document", **kwargs):
             out = super().encode(texts, role, **kwargs)
             if len(self.calls) == 1:
-                cache_a.encode(a, TEXTS[4:12])
+                cache_a.encode(a, same[4:12])
             return out
 
     inter = Interleaved()
-    out = cache_b.encode(inter, TEXTS[:12])
-    np.testing.assert_array_equal(out, expected(TEXTS[:12]))
-    assert inter.seen == TEXTS[:4] and a.seen == TEXTS[4:12]
+    out = cache_b.encode(inter, same)
+    np.testing.assert_array_equal(out, expected(same))
+    assert inter.seen == same[:4] and a.seen == same[4:12]
 
 
 def test_delete_removes_vectors_on_disk_and_keeps_the_rest(tmp_path):
