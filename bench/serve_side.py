@@ -35,9 +35,9 @@ class BareTimer:
     def __init__(
         self, index_dir: str, model: str, *, backend: str, quantize: str | None, threads: int | None, k: int
     ) -> None:
-        from serve.app import set_threads
         from serve.encoders import load_query_encoder
         from serve.snapshot import read_meta, read_snapshot
+        from serve.threads import set_threads
 
         if threads:
             set_threads(threads)

@@ -29,6 +29,7 @@ from serve.routes_docs import docs_router
 from serve.service import SearchService, ServiceOptions, open_search_service
 from serve.settings import ServeSettings
 from serve.swap import StudentSwapper, StudentWatcher
+from serve.threads import set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -106,15 +107,6 @@ def open_monitor(
     monitor.start()
     logger.info("alignment monitor on: %s, query log %s", config, "on" if log else "off")
     return monitor, log
-
-
-def set_threads(n: int) -> None:
-    """CPU threads of this process for encoding (torch) and search (FAISS)."""
-    import faiss
-    import torch
-
-    torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
 
 
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:

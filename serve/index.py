@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 from embedkd.errors import ConfigError, EmbedkdError
+from serve import threads
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,11 @@ class VectorIndex:
         return self.type is not IndexType.HNSW
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors as FAISS wants them: contiguous float32 ``(n, dim)``, normalised if the meta says so."""
+        """Vectors as FAISS wants them: contiguous float32 ``(n, dim)``, normalised if the meta says so.
+
+        Every search, add and train passes here first, so it also applies ``--threads`` to FAISS in the
+        calling thread (:mod:`serve.threads`: its OpenMP count is per thread)."""
+        threads.apply()
         vecs = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, self.meta.dim))
         if not np.isfinite(vecs).all():
             raise EmbedkdError("vectors contain NaN or inf")

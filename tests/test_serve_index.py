@@ -177,3 +177,46 @@ def test_store_live_is_lookups_keys_without_reading_rows(tmp_path, monkeypatch):
     assert store.live([]) == set()
     found = store.lookup([1, 2])  # metadata "{}" skips the JSON decoder, the rest is parsed
     assert found[1].metadata == {} and found[2].metadata == {"n": 1}
+
+
+def test_threads_setting_reaches_faiss_in_every_thread_that_searches(monkeypatch):
+    """FAISS's OpenMP count is per thread: a worker thread that never set it must still search with
+    ``--threads`` (the micro-batcher's encoding thread, the request thread pool, the monitor)."""
+    import threading
+
+    import faiss
+    import torch
+
+    from serve import threads
+
+    saved = (torch.get_num_threads(), faiss.omp_get_max_threads())
+    default = _in_new_thread(faiss.omp_get_max_threads)
+    wanted = default + 1  # distinguishable from the default on any machine
+    monkeypatch.setattr(threads, "_wanted", None)
+    try:
+        threads.set_threads(wanted)
+        assert _in_new_thread(faiss.omp_get_max_threads) == default  # not inherited: why apply() exists
+        index = VectorIndex.create(_meta())
+        index.add(np.arange(20), _unit_vectors(20))
+
+        def search_then_count() -> int:
+            index.search(_unit_vectors(2, seed=1), 3)
+            return faiss.omp_get_max_threads()
+
+        assert _in_new_thread(search_then_count) == wanted
+        assert threading.current_thread() is threading.main_thread()
+    finally:
+        torch.set_num_threads(saved[0])
+        faiss.omp_set_num_threads(saved[1])
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        threads.set_threads(0)
+
+
+def _in_new_thread(fn):
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(30)
+    return out[0]
