@@ -122,7 +122,11 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     async def lifespan(app: FastAPI):
         svc = service or await run_in_threadpool(open_service, settings)
         batcher = MicroBatcher(
-            svc.encode_queries, settings.batch_max_size, settings.batch_max_wait_ms, metrics.observe_batch
+            svc.encode_queries,
+            settings.batch_max_size,
+            settings.batch_max_wait_ms,
+            metrics.observe_batch,
+            inline_max=settings.batch_inline_max,
         )
         await batcher.start()
         await batcher.submit(["warm-up"])  # first forward pass allocates; keep it off the first request

@@ -159,3 +159,79 @@ def test_errors_reach_every_waiting_request_and_batcher_survives():
 def test_rejects_unbounded_wait():
     with pytest.raises(ValueError, match="max_wait_ms <= 5"):
         MicroBatcher(FakeEncoder(), max_wait_ms=50)
+
+
+class ThreadRecorder(FakeEncoder):
+    """A FakeEncoder that also records which thread ran each forward pass."""
+
+    def __init__(self, seconds: float = 0.05, fail_on: str | None = None) -> None:
+        super().__init__(seconds)
+        self.threads, self.fail_on = [], fail_on
+
+    def __call__(self, texts):
+        self.threads.append(threading.current_thread().name)
+        if self.fail_on in texts:
+            raise RuntimeError("forward pass failed")
+        return super().__call__(texts)
+
+
+def test_a_lone_small_request_on_an_idle_batcher_runs_in_the_loop_thread():
+    enc = ThreadRecorder(0.01)
+
+    async def main():
+        b = MicroBatcher(enc, max_wait_ms=2, inline_max=1)
+        await b.start()
+        loop_thread = threading.current_thread().name
+        one = await b.submit(["a"], then=lambda vecs, cut: (threading.current_thread().name, vecs))
+        two = await b.submit(["bb", "ccc"])  # more texts than inline_max: the encoding thread
+        three = await b.submit(["d"])
+        await b.stop()
+        return loop_thread, one, two, three, b.inline_jobs
+
+    loop_thread, (then_thread, vecs), two, three, inline_jobs = run(main())
+    assert enc.threads[0] == loop_thread == then_thread  # forward pass and follow-up, no hand-off
+    assert vecs[0, 0] == 1
+    assert enc.threads[1].startswith("embedkd-encode") and two[0][:, 0].tolist() == [2, 3]
+    assert enc.threads[2] == loop_thread and three[0][0, 0] == 1
+    assert inline_jobs == 2
+
+
+def test_requests_arriving_while_a_batch_is_in_flight_queue_and_share_the_next_pass():
+    enc = ThreadRecorder(0.05)
+
+    async def main():
+        b = MicroBatcher(enc, max_wait_ms=2, inline_max=1)
+        await b.start()
+        big = asyncio.create_task(b.submit(["x", "y"]))  # through the encoding thread
+        await asyncio.sleep(0.01)  # its forward pass is running
+        singles = await asyncio.gather(*(b.submit([f"s{i}"]) for i in range(5)))
+        await big
+        await b.stop()
+        return singles, b.inline_jobs
+
+    singles, inline_jobs = run(main())
+    assert inline_jobs == 0  # never inline while the encoder is busy
+    assert [len(batch) for batch in enc.batches] == [2, 5]
+    assert all(t.startswith("embedkd-encode") for t in enc.threads)
+    assert [s[0][0, 0] for s in singles] == [2] * 5
+
+
+def test_an_inline_forward_pass_that_fails_fails_only_its_request():
+    enc = ThreadRecorder(0.0, fail_on="boom")
+
+    async def main():
+        b = MicroBatcher(enc, inline_max=1)
+        await b.start()
+        with pytest.raises(RuntimeError, match="forward pass failed"):
+            await b.submit(["boom"])
+        after = await b.submit(["ok"])  # still idle, still inline, still working
+        await b.stop()
+        return after, b.inline_jobs
+
+    after, inline_jobs = run(main())
+    assert after[0][0, 0] == 2 and inline_jobs == 2
+
+
+def test_inline_max_must_not_be_negative():
+    with pytest.raises(ValueError, match="inline_max >= 0"):
+        MicroBatcher(FakeEncoder(), inline_max=-1)
