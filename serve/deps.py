@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -38,6 +39,25 @@ async def get_metrics(request: Request) -> Metrics:
 
 async def get_monitor(request: Request) -> AlignmentMonitor | None:
     return getattr(request.app.state, "monitor", None)
+
+
+@dataclass(frozen=True)
+class SearchState:
+    """Everything ``/search`` takes from the app state, as one dependency: FastAPI resolves each
+    dependency separately on every request, and the search route is the one whose latency is judged."""
+
+    service: SearchService
+    batcher: MicroBatcher
+    settings: ServeSettings
+    metrics: Metrics
+    monitor: AlignmentMonitor | None
+
+
+async def get_search_state(request: Request) -> SearchState:
+    state = request.app.state
+    return SearchState(
+        state.service, state.batcher, state.settings, state.metrics, getattr(state, "monitor", None)
+    )
 
 
 def check_key(settings: ServeSettings, creds: HTTPAuthorizationCredentials | None) -> None:
@@ -77,3 +97,4 @@ Batcher = Annotated[MicroBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 Settings = Annotated[ServeSettings, Depends(get_settings)]
 Monitor = Annotated[AlignmentMonitor | None, Depends(get_monitor)]
+SearchDeps = Annotated[SearchState, Depends(get_search_state)]

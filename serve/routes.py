@@ -14,6 +14,7 @@ from serve.deps import (
     Credentials,
     MetricsDep,
     Monitor,
+    SearchDeps,
     Service,
     Settings,
     check_key,
@@ -49,18 +50,12 @@ async def _check_teacher_budget(request: Request, texts: list[str], limit: int) 
 
 
 @search_router.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
-async def search(
-    body: SearchRequest,
-    svc: Service,
-    batcher: Batcher,
-    settings: Settings,
-    metrics: MetricsDep,
-    monitor: Monitor,
-):
+async def search(body: SearchRequest, deps: SearchDeps):
     """Embed the query (or queries) with the student and return the top ``k`` documents.
 
     ``partial`` flags a query whose filter rejected so many hits that the search stopped at
     ``--max-candidates`` examined with fewer than ``k`` matches (more may exist further away)."""
+    svc, batcher, settings, monitor = deps.service, deps.batcher, deps.settings, deps.monitor
     texts = [body.query] if body.query is not None else list(body.queries or [])
     limits.check_count("k", body.k, settings.max_k, limits.K_OVER_LIMIT, "--max-k")
     limits.check_count("queries", len(texts), settings.max_queries, limits.TOO_MANY_QUERIES, "--max-queries")
@@ -81,7 +76,7 @@ async def search(
 
     found, truncated, encoded, searched = await batcher.submit(texts, search_rows)
     done = time.perf_counter()
-    metrics.search_seconds.observe(searched - encoded)
+    deps.metrics.search_seconds.observe(searched - encoded)
     rows = [[_hit(h, body.include_text) for h in row] for row in found.hits]
     single = body.query is not None
     # Plain JSON of the documented SearchResponse: FastAPI would validate the model it was just built
