@@ -43,7 +43,7 @@ from serve.service_types import (
     merge_hits,
 )
 from serve.snapshot import current_name, empty_like, read_meta, read_snapshot, write_snapshot
-from serve.store import DocStore, Document, WalRecord, matches
+from serve.store import DocStore, Document, StoredDoc, WalRecord, matches
 from serve.store_config import StoreKind, read_store_config
 
 logger = logging.getLogger(__name__)
@@ -264,21 +264,27 @@ class SearchService(BaseSearchService):
         A very selective filter could otherwise page through the whole index for every query.
         """
         self.check_filter(filters)
+        seen: dict[int, StoredDoc] = {}  # candidates read while checking them, reused for the answer
 
         def accept(_row: int, ids: np.ndarray) -> np.ndarray:
-            if not filters:  # only whether each hit is still a document: the vid index knows
-                live = self.store.live(ids.tolist())
-                return np.array([i in live for i in ids.tolist()])
-            docs = self.store.lookup(ids.tolist(), with_text=False)
+            # One read per candidate batch: whether it is still a document (stale vids are absent), its
+            # metadata for the filter, and, unfiltered, the very fields the answer shows.
+            docs = self.store.lookup(ids.tolist(), with_text=include_text and not filters)
+            seen.update(docs)
+            if not filters:
+                return np.array([i in docs for i in ids.tolist()])
             return np.array([i in docs and matches(docs[i].metadata, filters) for i in ids.tolist()])
 
-        bound = (self.options.overfetch, self.options.max_candidates)
+        # Unfiltered, nearly every candidate is a live document: ask for k (more only if some are stale).
+        bound = (self.options.overfetch if filters else 1, self.options.max_candidates)
         hits, partial = self.index.search_bounded(vectors, k, accept, *bound)
         if self.delta is not None and self.delta.ntotal:
             extra, cut = self.delta.search_bounded(vectors, k, accept, *bound)
             hits = [merge_hits(main, recent, k) for main, recent in zip(hits, extra)]
             partial = [a or b for a, b in zip(partial, cut)]
-        docs = self.store.lookup([vid for row in hits for vid, _ in row], with_text=include_text)
+        docs = seen
+        if filters and include_text:  # the filter read no text: read the k answers' now
+            docs = self.store.lookup([vid for row in hits for vid, _ in row], with_text=True)
         rows = [
             [
                 Hit(docs[vid].id, score, docs[vid].title, docs[vid].text, docs[vid].metadata)
