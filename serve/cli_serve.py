@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-max-wait-ms", type=float, default=None, help="micro-batch wait under load, <= 5 (default 2)"
     )
     parser.add_argument(
+        "--batch-inline-max",
+        type=int,
+        default=None,
+        help="a request of at most this many queries on an idle service is encoded without a thread "
+        "hand-off (default 1; 0: never)",
+    )
+    parser.add_argument(
         "--snapshot-every", type=int, default=None, help="writes between index snapshots (1000)"
     )
     parser.add_argument(
