@@ -130,7 +130,7 @@ def swap_under_load(url: str, name: str, queries: list[str], normal_s: float = 5
     p99 of the same four clients over the ``normal_s`` seconds before it (the "normal" of the 2x target)."""
     import httpx
 
-    failures, log, done = [], [], []  # log: (start, latency) per request, on one perf_counter clock
+    failures, log, done, answer = [], [], [], {}  # log: (start, latency) per request, one perf_counter clock
 
     async def client(c):
         i = 0
@@ -155,6 +155,7 @@ def swap_under_load(url: str, name: str, queries: list[str], normal_s: float = 5
             resp = await c.post("/admin/student", json={"name": name}, headers=headers, timeout=1800)
             window.append(time.perf_counter())
             resp.raise_for_status()
+            answer.update(resp.json())
             await asyncio.sleep(2)
             done.append(True)
             await asyncio.gather(*tasks)
@@ -164,14 +165,18 @@ def swap_under_load(url: str, name: str, queries: list[str], normal_s: float = 5
     p99 = lambda xs: round(float(np.percentile(xs, 99)) * 1000, 1)  # noqa: E731
     normal = [dt for t, dt in log if normal_start <= t and t + dt < swap_start]
     during = [dt for t, dt in log if swap_start <= t + dt and t <= swap_end]
+    after = [dt for t, dt in log if t > swap_end]  # a stall deferred past the swap would show here
     return {
         "failed": len(failures),
         "p99_ms": p99(during),
         "normal_p99_ms": p99(normal),
         "p99_over_normal": round(p99(during) / p99(normal), 3),
+        "after_p99_ms": p99(after),
         "n": len(log),
         "n_during": len(during),
         "seconds": round(swap_end - swap_start, 2),
+        "load_ms": answer.get("load_ms"),
+        "warmup_ms": answer.get("warmup_ms"),
     }
 
 

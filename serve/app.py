@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -130,6 +131,9 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         )
         await batcher.start()
         await batcher.submit(["warm-up"])  # first forward pass allocates; keep it off the first request
+        # The models and libraries loaded so far are millions of long-lived objects: frozen, the garbage
+        # collector no longer walks them, so a full collection pauses requests for far less.
+        gc.freeze()
         monitor, log = open_monitor(settings, svc, metrics)
         swapper = StudentSwapper(
             svc,

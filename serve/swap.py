@@ -19,7 +19,11 @@ Where students come from:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +39,10 @@ READY_MARKER = "READY"
 # Weight formats that unpickle (run code) when loaded; a swapped-in student must not carry any.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 WARMUP_TEXTS = ["warm-up", "a somewhat longer warm-up query about several different things"]
+# Loading a student is mostly Python holding the GIL (module construction, weight loading): at the
+# default 5 ms switch interval every step of a request waits up to 5 ms for its turn, and a swap
+# under load stalled requests for the whole load. While a swap loads, the interval is this short.
+SWAP_SWITCH_INTERVAL_S = float(os.environ.get("EMBEDKD_SWAP_SWITCH_INTERVAL_S", "0.0002"))
 
 
 class StudentNotFoundError(EmbedkdError):
@@ -130,10 +138,11 @@ class StudentSwapper:
             folder = Path(folder)
             check_safetensors(folder)
             start = time.perf_counter()
-            encoder = self._load(folder)
-            loaded = time.perf_counter()
-            for n in (1, len(WARMUP_TEXTS)):  # first passes allocate; keep that off live requests
-                encoder.encode(WARMUP_TEXTS[:n], "query")
+            with _short_gil_turns(SWAP_SWITCH_INTERVAL_S):
+                encoder = self._load(folder)
+                loaded = time.perf_counter()
+                for n in (1, len(WARMUP_TEXTS)):  # first passes allocate; keep that off live requests
+                    encoder.encode(WARMUP_TEXTS[:n], "query")
             warmed = time.perf_counter()
             old = self.service.swap_encoder(encoder)
             if self.monitor is not None:
@@ -165,6 +174,34 @@ class StudentSwapper:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise EmbedkdError(f"student {folder.name!r} does not load: {exc}") from exc
+
+
+_switch_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _short_gil_turns(seconds: float):
+    """Within the block, threads hand the GIL over every ``seconds`` (``sys.setswitchinterval``), and
+    the garbage collector waits; what the block built is then frozen (``gc.freeze``), as the service
+    froze what it built at start-up, so later collections do not walk the model's objects.
+
+    The setting is process-wide: the previous value comes back on exit. Swaps never overlap
+    (:class:`StudentSwapper` refuses a second one), the lock only guards against other callers.
+    """
+    if seconds <= 0:
+        yield
+        return
+    with _switch_lock:
+        before, collecting = sys.getswitchinterval(), gc.isenabled()
+        sys.setswitchinterval(min(before, seconds))
+        gc.disable()  # a full collection amid a model's construction holds the GIL for ~0.3 s
+        try:
+            yield
+        finally:
+            gc.freeze()  # the new student's objects join the start-up ones no collection scans again
+            sys.setswitchinterval(before)
+            if collecting:
+                gc.enable()
 
 
 class StudentWatcher:

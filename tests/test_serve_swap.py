@@ -286,3 +286,21 @@ def test_every_admin_endpoint_refuses_a_missing_or_wrong_key(swap_server):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + KEY}):
             resp = httpx.request(method, server.url + path, json=body, headers=headers)
             assert resp.status_code == 401 and resp.json()["error"] == "unauthorized", (path, headers)
+
+
+def test_a_swap_loads_with_short_gil_turns_and_no_collection_then_restores_both():
+    import gc
+    import sys
+
+    from serve.swap import _short_gil_turns
+
+    before, collecting = sys.getswitchinterval(), gc.isenabled()
+    with _short_gil_turns(0.0002):
+        assert sys.getswitchinterval() == pytest.approx(0.0002)
+        assert not gc.isenabled()
+    assert sys.getswitchinterval() == before and gc.isenabled() == collecting
+    with pytest.raises(RuntimeError), _short_gil_turns(0.0002):
+        raise RuntimeError("a student that fails to load")
+    assert sys.getswitchinterval() == before and gc.isenabled() == collecting
+    with _short_gil_turns(0):  # 0 turns it off
+        assert sys.getswitchinterval() == before and gc.isenabled() == collecting
