@@ -283,7 +283,10 @@ class TeacherCache:
             if by_length:
                 pending.sort(key=lambda item: len(item[1]), reverse=True)
             with tqdm(
-                total=len(pending), desc=f"teacher {role}s", unit="text", disable=not show_progress
+                total=len(pending),
+                desc=f"teacher {'queries' if role == 'query' else 'documents'}",
+                unit="text",
+                disable=not show_progress,
             ) as bar:
                 while pending:
                     if self.refresh():  # another process may have embedded some of these meanwhile
