@@ -80,6 +80,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="load client: asyncio (one light keep-alive connection per client; default) or httpx "
         "(AsyncClient, as in results before it was replaced: ~2 ms more CPU per request)",
     )
+    p.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        help="pin the server to these CPUs, e.g. 0 (with --client-cpus: client and server each on their own "
+        "cores, as with a client on another machine; default: not pinned)",
+    )
+    p.add_argument(
+        "--client-cpus",
+        type=cpu_list,
+        help="pin this process (load client and the bare timing) to these CPUs, e.g. 1 (default: not pinned)",
+    )
     p.add_argument("--note", default="", help="free text recorded with the results (e.g. which student)")
     p.add_argument("--output", default=str(REPO / "bench/results/serve_load.json"))
     p.add_argument("--server-log", default="runs/serve_load.server.log", help="servers' output")
@@ -94,8 +105,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"need 1 <= --c1-rounds <= --requests (got --c1-rounds {args.c1_rounds}, --requests "
             f"{args.requests})"
         )
+    if args.server_cpus and args.client_cpus and set(args.server_cpus) & set(args.client_cpus):
+        p.error(f"--server-cpus {args.server_cpus} and --client-cpus {args.client_cpus} overlap")
     args.argv = argv  # recorded in the result's command
     return args
+
+
+def cpu_list(text: str) -> tuple[int, ...]:
+    """``"0,2"`` -> ``(0, 2)``: CPUs this machine has (argparse type of ``--server-cpus``/``--client-cpus``)."""
+    try:
+        cpus = tuple(sorted({int(c) for c in text.split(",") if c.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU numbers like 0 or 0,1, got {text!r}") from None
+    have = os.sched_getaffinity(0)
+    if not cpus or not set(cpus) <= have:
+        raise argparse.ArgumentTypeError(f"CPUs {text!r} are not among this machine's {sorted(have)}")
+    return cpus
 
 
 def load_queries(folder: Path) -> list[str]:
@@ -134,10 +159,12 @@ def start_server(
     threads: int | None,
     extra: list[str] | None = None,
     runtime: list[str] | None = None,
+    cpus: tuple[int, ...] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """A real ``embedkd serve`` on a free port (read-only unless ``extra`` says otherwise), once healthy.
 
     ``runtime``: the query encoder's ``--backend`` / ``--quantize`` arguments (:func:`runtime_args`).
+    ``cpus``: pin the server (and every thread it starts) to these CPUs.
     """
     import httpx
 
@@ -147,7 +174,8 @@ def start_server(
     cmd += ["--threads", str(threads)] if threads else []
     cmd += runtime or []
     cmd += ["--read-only"] if extra is None else extra
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT, preexec_fn=pin)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -261,7 +289,9 @@ def run_service(index_dir: str, encoder: str, queries: list[str], args, log: Pat
         index_dir, encoder, backend=args.backend, quantize=args.quantize, threads=args.threads, k=args.k
     )
     timer.warm_up(queries[:5])
-    proc, url = start_server(index_dir, encoder, log, args.threads, runtime=runtime_args(args))
+    proc, url = start_server(
+        index_dir, encoder, log, args.threads, runtime=runtime_args(args), cpus=args.server_cpus
+    )
     try:
         for q in queries[:8]:  # warm-up
             httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=300).raise_for_status()
@@ -283,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.client_cpus:
+        os.sched_setaffinity(0, args.client_cpus)
     from serve.snapshot import read_meta
 
     meta = read_meta(args.index_dir)
@@ -329,6 +361,8 @@ def summarize(args, meta, served: dict, load_start, n_queries: int) -> dict:
         "client": args.client,
         "c1_rounds": args.c1_rounds,
         "c1_requests_per_round": per_round(args),
+        "server_cpus": list(args.server_cpus) if args.server_cpus else None,
+        "client_cpus": list(args.client_cpus) if args.client_cpus else None,
     }
     for prefix, role in (("", s), ("teacher_", t)):
         side = role["side"] if role else dict.fromkeys(s["side"])
@@ -349,6 +383,14 @@ def summarize(args, meta, served: dict, load_start, n_queries: int) -> dict:
         "note": "shared 2-core machine; client and server on the same host (loopback)",
     }
     return result
+
+
+def pinning(r: dict) -> str:
+    server, client = r.get("server_cpus"), r.get("client_cpus")
+    if not server and not client:
+        return "client and server not pinned (they share the cores)"
+    name = lambda cpus: f"CPU {','.join(map(str, cpus))}" if cpus else "any CPU"  # noqa: E731
+    return f"server pinned to {name(server)}, load client and bare timing to {name(client)}"
 
 
 def markdown(r: dict) -> str:
@@ -372,7 +414,7 @@ def markdown(r: dict) -> str:
     rows.append(
         f"Query encoder runtime: backend {r['backend']}, quantize {r['quantize'] or 'none'} "
         f"(student encoder `{r['student_encoder']}`); threads: {r['threads']}; load client: "
-        f"{r.get('client', 'httpx')}."
+        f"{r.get('client', 'httpx')}; {pinning(r)}."
     )
     lo, hi = r["c1_p50_over_bare_range"]
     rows.append(

@@ -28,6 +28,19 @@ def use_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def native_bf16() -> bool:
+    """Whether the training device computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16 /
+    AMX), so that bfloat16 autocast speeds training up instead of emulating it slowly."""
+    import torch
+
+    if use_cuda():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the probe: stay in float32
+        return False
+
+
 def distributed() -> bool:
     """Whether this process is one rank of a ``torchrun`` job."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

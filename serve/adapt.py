@@ -52,6 +52,12 @@ class AdaptConfig:
         "(their teacher vectors)",
     )
     cosine_weight: float = option(0.0, "weight of a 1 - cosine term beside the squared L2")
+    bf16: bool = option(
+        True,
+        "train in float32 only (by default steps run under bfloat16 autocast where the CPU or GPU computes "
+        "bf16 natively, about 2.5x faster on AVX512-BF16 CPUs; weights and teacher vectors stay float32)",
+        flag="--no-bf16",
+    )
     teacher: str | None = option(None, "the index's teacher, if it must be loaded from elsewhere")
     cache_dir: str | None = option(None, "teacher cache root (default ~/.cache/embedkd/teacher)")
     seed: int = option(42, "seed of the sampling and the split")
@@ -196,6 +202,7 @@ def _train(config: AdaptConfig, meta, texts: list[str], work: Path, bank: np.nda
     The ranking term (``kl_weight``/``cosine_weight``) scores against the index's documents.
     """
     import embedkd
+    from embedkd.training import native_bf16
 
     work.mkdir(parents=True, exist_ok=True)
     data = work / "adapt_texts.txt"
@@ -216,11 +223,19 @@ def _train(config: AdaptConfig, meta, texts: list[str], work: Path, bank: np.nda
         epochs=config.epochs,
         lr=config.lr,
         batch_size=config.batch_size,
+        bf16=use_bf16(config.bf16, native_bf16()),
         **ranking,
         heldout=min(200, max(1, len(texts) // 20)),
         cache_dir=config.cache_dir,
         seed=config.seed,
     )
+
+
+def use_bf16(wanted: bool, native: bool) -> bool:
+    """bfloat16 autocast only where asked and computed natively (emulated bf16 is slower than float32)."""
+    if wanted and not native:
+        logger.info("adapt: this device has no native bfloat16; training in float32")
+    return wanted and native
 
 
 def _publish(adapted: Path, output: Path, report: dict) -> None:

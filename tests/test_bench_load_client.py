@@ -94,3 +94,45 @@ def test_load_level_with_either_client(url, kind):
     assert out["n"] == 10 and out["qps"] > 0 and 0 < out["p50_ms"] <= out["p99_ms"]
     with pytest.raises(ValueError, match="unknown client 'curl'"):
         asyncio.run(serve_load.load_level(url, ["a"], 1, 1, 5, "curl"))
+
+
+def test_cpu_pinning_options_parse_and_refuse_bad_values():
+    serve_load = _load("serve_load")
+    assert serve_load.cpu_list("0") == (0,)
+    for bad in ("x", "99999", ""):
+        with pytest.raises(Exception, match="CPU"):
+            serve_load.cpu_list(bad)
+    base = ["--index-dir", "i", "--student", "s", "--no-teacher"]
+    assert serve_load.parse_args(base).server_cpus is None
+    with pytest.raises(SystemExit):  # overlapping cores: argparse error naming both
+        serve_load.parse_args([*base, "--server-cpus", "0", "--client-cpus", "0"])
+    record = {"server_cpus": [0], "client_cpus": [1]}
+    assert serve_load.pinning(record) == "server pinned to CPU 0, load client and bare timing to CPU 1"
+    assert "not pinned" in serve_load.pinning({"server_cpus": None, "client_cpus": None})
+
+
+def test_start_server_pins_the_server_process(monkeypatch, tmp_path):
+    import os
+    import subprocess
+
+    serve_load = _load("serve_load")
+    cpu = min(os.sched_getaffinity(0))
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    real_popen = subprocess.Popen
+
+    def fake_popen(cmd, **kwargs):  # run the pinning hook in a real child to read its affinity
+        child = real_popen(
+            [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+            preexec_fn=kwargs["preexec_fn"], stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        seen["affinity"] = child.communicate(timeout=60)[0].strip()
+        raise Started
+
+    monkeypatch.setattr(serve_load.subprocess, "Popen", fake_popen)
+    with pytest.raises(Started):
+        serve_load.start_server("idx", "model", tmp_path / "log", 1, cpus=(cpu,))
+    assert seen["affinity"] == str([cpu])

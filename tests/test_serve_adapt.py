@@ -140,3 +140,41 @@ def test_adapt_config_errors_name_the_value(tmp_path):
         AdaptConfig(index_dir="i", student="s", output="o", pseudo_queries=0)
     with pytest.raises(ConfigError, match="--output must differ"):
         AdaptConfig(index_dir="i", student=str(tmp_path), output=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("asked", "native", "used"), [(True, True, True), (True, False, False), (False, True, False)]
+)
+def test_adapt_trains_under_bf16_only_where_asked_and_native(index_and_students, tmp_path, monkeypatch, asked, native, used):  # fmt: skip
+    import embedkd.training
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_distill(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(embedkd, "distill", fake_distill)
+    monkeypatch.setattr(embedkd.training, "native_bf16", lambda: native)
+    root, student, cache = index_and_students
+    config = AdaptConfig(index_dir=str(root / "idx"), student=student, output=str(tmp_path / "adapted"),
+                         pseudo_queries=100, heldout=20, bf16=asked, cache_dir=str(cache))  # fmt: skip
+    with pytest.raises(Stop):
+        adapt(config)
+    assert seen["bf16"] is used
+
+
+def test_adapt_cli_turns_bf16_off_with_no_bf16():
+    import argparse
+
+    from embedkd.cli.options import config_from_args
+    from serve.cli_adapt import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--index-dir", "i", "--student", "s", "--output", "o"]
+    assert config_from_args(AdaptConfig, parser.parse_args(base)).bf16 is True
+    assert config_from_args(AdaptConfig, parser.parse_args([*base, "--no-bf16"])).bf16 is False
