@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--overhead-only", action="store_true", help="measure only the monitor's overhead (into --output)"
     )
+    p.add_argument(
+        "--note", default="", help="free text recorded with the results (e.g. the teacher cache's state)"
+    )
     p.add_argument("--output", default=str(REPO / "bench/results/alignment_loop.json"))
     return p.parse_args(argv)
 
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "swap_normal_p99_ms": swap["normal_p99_ms"], "swap_p99_over_normal": swap["p99_over_normal"],
         "swap_requests": swap["n"], "swap_requests_during": swap["n_during"], "swap_seconds": swap["seconds"], "monitor_overhead_pct": cost["pct"], "monitor_overhead": cost,
         "student": rel(args.student), "adapted": rel(str(adapted)), "in_domain": True,
-        "command": command_line("alignment_loop.py", argv),
+        "command": command_line("alignment_loop.py", argv), "note": args.note,
     }  # fmt: skip
     out["monitor_history"] = history_plot(args.index_dir, Path(args.output).with_suffix(".png"))
     write(out, Path(args.output))
@@ -264,6 +267,7 @@ def write(out: dict, output: Path) -> None:
         f"{out['swap_requests']}, p99 during the swap {out['swap_p99_ms']} ms"
         + (f" vs {out['swap_normal_p99_ms']} ms before it ({out['swap_p99_over_normal']}x)" if "swap_normal_p99_ms" in out else "")
         + f"; monitor overhead at c1 p50: {out['monitor_overhead_pct']}%.",
+        *([f"Note: {out['note']}", ""] if out.get("note") else []),
         "", f"![monitor history]({Path(output).with_suffix('.png').name})", "",
         f"Command: `{out['command']}`", "",
     ]  # fmt: skip
