@@ -48,7 +48,11 @@ class JSONConnection:
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
-        status, data = await asyncio.wait_for(self._exchange(head + body), self.timeout)
+        if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request, unlike wait_for
+            async with asyncio.timeout(self.timeout):
+                status, data = await self._exchange(head + body)
+        else:
+            status, data = await asyncio.wait_for(self._exchange(head + body), self.timeout)
         if status >= 400:
             raise HTTPStatusError(f"POST {path}: HTTP {status}: {data[:300]!r}")
         return data
@@ -58,13 +62,15 @@ class JSONConnection:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
         self._writer.write(request)
-        status_line = await self._reader.readline()
-        if not status_line:
+        try:  # the whole head in one read: status line and headers
+            head = await self._reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
             await self.close()
-            raise ConnectionError(f"{self.host}:{self.port} closed the connection")
+            raise ConnectionError(f"{self.host}:{self.port} closed the connection") from None
+        status_line, *lines = head[:-4].split(b"\r\n")
         status = int(status_line.split()[1])
         length, close = None, False
-        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+        for line in lines:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from embedkd.errors import ConfigError
 from serve.batcher import MicroBatcher
 from serve.bodylimit import BodyLimitMiddleware
+from serve.fastsearch import FastSearchMiddleware
 from serve.handlers import CatchAllMiddleware, install_error_handlers
 from serve.limits import TeacherTokenCounter
 from serve.metrics import Metrics, MetricsMiddleware
@@ -177,6 +178,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         redoc_url=None,
     )
     app.state.settings, app.state.metrics = settings, metrics
+    if settings.fast_search:  # innermost: well-formed searches skip FastAPI's machinery
+        app.add_middleware(FastSearchMiddleware)
     app.add_middleware(CatchAllMiddleware)  # the last added runs first
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -43,7 +43,7 @@ class BodyLimitMiddleware:
             return
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
-            await _answer(send, BodyTooLarge(self.max_bytes, length))
+            await answer_too_large(send, BodyTooLarge(self.max_bytes, length))
             return
         seen, started = 0, False
 
@@ -66,7 +66,7 @@ class BodyLimitMiddleware:
         except BodyTooLarge as exc:  # read outside a route's body parsing: answer here
             if started:
                 raise
-            await _answer(send, exc)
+            await answer_too_large(send, exc)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -79,7 +79,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _answer(send: Send, exc: BodyTooLarge) -> None:
+async def answer_too_large(send: Send, exc: BodyTooLarge) -> None:
     body = json.dumps({"detail": exc.detail, "error": exc.code}).encode()
     headers = [
         (b"content-type", b"application/json"),

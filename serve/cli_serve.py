@@ -71,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "hand-off (default 1; 0: never)",
     )
     parser.add_argument(
+        "--no-fast-search",
+        dest="fast_search",
+        action="store_false",
+        default=None,
+        help="send every /search through FastAPI's routing (by default a well-formed search is answered "
+        "by the same handler directly; for comparison)",
+    )
+    parser.add_argument(
         "--snapshot-every", type=int, default=None, help="writes between index snapshots (1000)"
     )
     parser.add_argument(

@@ -48,6 +48,9 @@ class ServeSettings(BaseSettings):
         batch_inline_max: a request of at most this many texts that finds the encoder idle and no
             one waiting is encoded (and searched) in the event-loop thread, sparing it two thread
             hand-offs; 0 sends every request through the encoding thread [EMBEDKD_BATCH_INLINE_MAX].
+        fast_search: answer well-formed ``POST /search`` requests by the route's handler directly,
+            without FastAPI's routing and dependency solving (:mod:`serve.fastsearch`)
+            [EMBEDKD_FAST_SEARCH].
         snapshot_every: writes between index snapshots.
         snapshot_retry_seconds: after a failed snapshot (a full disk) the next try waits this long; the
             writes stay acknowledged in the write-ahead log meanwhile [EMBEDKD_SNAPSHOT_RETRY_SECONDS].
@@ -108,6 +111,7 @@ class ServeSettings(BaseSettings):
     batch_max_size: int = Field(64, ge=1, le=1024)
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=5.0)
     batch_inline_max: int = Field(1, ge=0, le=64)
+    fast_search: bool = True
     snapshot_every: int = Field(1000, ge=0)
     snapshot_retry_seconds: float = Field(30.0, ge=0)
     overfetch: int = Field(4, ge=1, le=64)
