@@ -80,6 +80,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def answer_too_large(send: Send, exc: BodyTooLarge) -> None:
+    """Send the 413 JSON answer of ``exc`` (closing the connection: the rest of the body stays unread)."""
     body = json.dumps({"detail": exc.detail, "error": exc.code}).encode()
     headers = [
         (b"content-type", b"application/json"),
