@@ -111,3 +111,23 @@ def test_an_oversized_body_is_refused_before_the_search(index_dir, answered):
         resp = client.post("/search", json={"query": "x" * 2000, "k": 2})
         assert resp.status_code == 413 and resp.json()["error"] == "body_too_large"
     assert answered == []
+
+
+def test_asgi_overhead_bench_times_both_paths_through_the_whole_stack(index_dir):
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.append(str(bench))  # the script imports its sibling modules by name
+    spec = importlib.util.spec_from_file_location("bench_asgi_overhead", bench / "asgi_overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    body = json.dumps({"query": "doc 1", "k": 2}).encode()
+    for fast in (True, False):
+        with _client(index_dir, fast_search=fast) as client:  # lifespan on: batcher started
+            total, took = client.portal.call(module.call, client.app, body)
+            assert total > took > 0
+            with pytest.raises(RuntimeError, match="answered 422"):
+                client.portal.call(module.call, client.app, b'{"query": ')
