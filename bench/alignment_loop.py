@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
     p.add_argument("--index-dir", default="runs/idx-scifact")
     p.add_argument("--students-dir", default="runs/alignment-students", help="where the adapted student goes")
-    p.add_argument("--pseudo-queries", type=int, default=8000)
-    p.add_argument("--epochs", type=float, default=2.0, help="adapt's passes over its texts")
+    p.add_argument("--pseudo-queries", type=int, default=16000, help="adapt's texts cut from the corpus")
+    p.add_argument("--epochs", type=float, default=3.0, help="adapt's passes over its texts")
     p.add_argument("--kl-weight", type=float, default=0.0, help="adapt's ranking term over the documents")
     p.add_argument("--cosine-weight", type=float, default=0.0, help="adapt's 1 - cosine term")
     p.add_argument(

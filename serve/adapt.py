@@ -37,12 +37,12 @@ class AdaptConfig:
     index_dir: str = option("", "the serving index directory (documents + their teacher)")
     student: str = option("", "the query student to adapt (a distilled directory)")
     output: str = option("", "where the adapted student is written (only if it beats --student)")
-    pseudo_queries: int = option(8000, "texts cut from the indexed documents (titles, sentences, spans)")
+    pseudo_queries: int = option(16000, "texts cut from the indexed documents (titles, sentences, spans)")
     use_query_log: bool = option(
         True, "train without the queries the service logged (only pseudo-queries)", flag="--no-query-log"
     )
     heldout: int = option(500, "texts kept aside to compare the student before and after")
-    epochs: float = option(2.0, "passes over the adaptation texts")
+    epochs: float = option(3.0, "passes over the adaptation texts")
     lr: float = option(1e-4, "peak learning rate")
     batch_size: int = option(32, "batch size")
     max_seq_length: int = option(64, "student max sequence length (queries are short)")
